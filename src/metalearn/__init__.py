@@ -1,0 +1,1 @@
+"""metalearn: reproducible meta-learning (MAML, FOMAML, Reptile, iMAML, Adjoint MAML)."""

@@ -1,0 +1,315 @@
+"""metalearn.config: loading params.yaml with Hydra, validation errors, learner options, CLI."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from metalearn.config import (
+    LEARNERS,
+    Config,
+    ConfigError,
+    all_benchmarks,
+    build_config,
+    eval_steps,
+    learner_options,
+    load_config,
+    parse_benchmark,
+    resolve_device,
+    split_cli,
+)
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def load(*overrides: str) -> Config:
+    return load_config(list(overrides), params_path=PARAMS)
+
+
+def raw_params() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def write_params(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def test_real_params_load_and_validate():
+    cfg = load()
+    assert isinstance(cfg, Config)
+    assert set(cfg.pipeline.learners) <= set(LEARNERS)
+    assert set(cfg.pipeline.benchmarks) <= set(all_benchmarks(cfg))
+    assert isinstance(cfg.algo.inner_lr, float) and isinstance(cfg.train.meta_lr, float)
+    assert isinstance(cfg.data.cosmixture.domain, tuple)
+    assert cfg.train.seed == raw_params()["train"]["seed"]
+
+
+def test_override_and_repeated_calls():
+    assert load("algo.steps=100").algo.steps == 100
+    assert load("algo.steps=7").algo.steps == 7  # Hydra is re-initialised on every call
+    assert load().algo.steps == raw_params()["algo"]["steps"]
+
+
+def test_default_path_found_from_the_working_directory(tmp_path, monkeypatch):
+    data = raw_params()
+    data["train"]["seed"] = 1234
+    write_params(tmp_path, data)
+    (tmp_path / "sub" / "dir").mkdir(parents=True)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path / "sub" / "dir")
+    assert load_config().train.seed == 1234
+
+
+def test_default_path_prefers_dvc_root(tmp_path, monkeypatch):
+    data = raw_params()
+    data["train"]["seed"] = 99
+    write_params(tmp_path, data)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(PARAMS.parent)
+    assert load_config().train.seed == 99
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(params_path=tmp_path / "params.yaml")
+
+
+# --------------------------------------------------------------------------------- bad values
+
+BAD_OVERRIDES = [
+    ("algo.steps=0", "algo.steps", "0"),
+    ("algo.inner_lr=-1", "algo.inner_lr", "-1"),
+    ("algo.imaml.lam=0", "algo.imaml.lam", "0"),
+    ("algo.imaml.cg_steps=0", "algo.imaml.cg_steps", "0"),
+    ("algo.adjoint.scheme=rk4", "algo.adjoint.scheme", "'rk4'"),
+    ("algo.adjoint.trajectory=foo", "algo.adjoint.trajectory", "'foo'"),
+    ("algo.adjoint.checkpoint_every=0", "algo.adjoint.checkpoint_every", "0"),
+    ("algo.maml.steps=0", "algo.maml.steps", "0"),
+    ("algo.reptile.inner_lr=0", "algo.reptile.inner_lr", "0"),
+    ("algo.adapt=some", "algo.adapt", "'some'"),
+    ("train.meta_lr=0", "train.meta_lr", "0"),
+    ("train.meta_batch=0", "train.meta_batch", "0"),
+    ("train.iterations=0", "train.iterations", "0"),
+    ("train.val_every=0", "train.val_every", "0"),
+    ("train.device=gpu", "train.device", "'gpu'"),
+    ("eval.tasks=0", "eval.tasks", "0"),
+    ("eval.steps=0", "eval.steps", "0"),
+    ("eval.confidence=1", "eval.confidence", "1"),
+    ("eval.confidence=0", "eval.confidence", "0"),
+    ("model.hidden=[]", "model.hidden", "[]"),
+    ("model.hidden=[40,0]", "model.hidden[1]", "0"),
+    ("model.activation=gelu", "model.activation", "'gelu'"),
+    ("data.cosmixture.settings.shot50.shots=0", "data.cosmixture.settings.shot50.shots", "0"),
+    ("data.alpine.settings.shot50.queries=0", "data.alpine.settings.shot50.queries", "0"),
+    ("data.cosmixture.dim=0", "data.cosmixture.dim", "0"),
+    ("data.alpine.functions.test=0", "data.alpine.functions.test", "0"),
+    ("data.cosmixture.domain=[1.0,-1.0]", "data.cosmixture.domain", "[1.0, -1.0]"),
+    ("data.cosmixture.domain=[1.0,1.0]", "data.cosmixture.domain", "[1.0, 1.0]"),
+    ("data.cosmixture.amplitude=[2.0,1.0]", "data.cosmixture.amplitude", "[2.0, 1.0]"),
+    ("data.alpine.phase=[1.0]", "data.alpine.phase", "[1.0]"),
+    ("pipeline.learners=[maml,foo]", "pipeline.learners[1]", "'foo'"),
+    ("pipeline.learners=[maml,maml]", "pipeline.learners", "'maml'"),
+    ("pipeline.learners=[]", "pipeline.learners", "[]"),
+    ("pipeline.benchmarks=[cosmixture-shot7]", "pipeline.benchmarks[0]", "'cosmixture-shot7'"),
+    # wrong types: a string, a bool and a float are not integers; a bool is not a number
+    ("algo.steps=abc", "algo.steps", "'abc'"),
+    ("algo.steps=true", "algo.steps", "true"),
+    ("algo.steps=2.5", "algo.steps", "2.5"),
+    ("algo.steps=2.0", "algo.steps", "2.0"),
+    ("algo.steps=null", "algo.steps", "null"),
+    ("algo.inner_lr=false", "algo.inner_lr", "false"),
+    ("algo.inner_lr=nan", "algo.inner_lr", "nan"),
+    ("train.seed=1.5", "train.seed", "1.5"),
+    # unknown keys: rejected by Hydra, or (with '+', which adds a key) by the validation
+    ("algo.stepz=3", "algo.stepz", "steps, inner_lr"),
+    ("+algo.stepz=3", "algo.stepz", "steps, inner_lr"),
+    ("++train.foo=1", "train.foo", "meta_lr"),
+    ("+extra=1", "extra", "pipeline, algo"),
+    ("data.cosmixture.settings.shot50.shotz=1", "settings.shot50.shotz", "shots, queries"),
+]
+
+
+@pytest.mark.parametrize(("override", "key", "value"), BAD_OVERRIDES)
+def test_bad_value_names_key_and_value(override, key, value):
+    with pytest.raises(ConfigError) as info:
+        load(override)
+    message = str(info.value)
+    assert key in message and value in message, message
+
+
+def test_error_messages_say_what_is_allowed():
+    cases = {
+        "algo.steps=0": "algo.steps = 0: must be an integer >= 1",
+        "train.device=gpu": "train.device = 'gpu': must be one of auto, cpu, cuda",
+        "+algo.foo=1": "unknown key 'algo.foo' (valid: steps, inner_lr, adapt,",
+        "pipeline.learners=[maml,foo]": "must be one of " + ", ".join(LEARNERS),
+        "eval.confidence=1.5": "must be a finite number > 0 and < 1",
+        "algo.stepz=3": "valid keys under 'algo': steps, inner_lr",
+    }
+    for override, expected in cases.items():
+        with pytest.raises(ConfigError) as info:
+            load(override)
+        assert expected in str(info.value), str(info.value)
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_eval_tasks_at_most_the_meta_test_tasks():
+    cfg = load()
+    datasets = [parse_benchmark(cfg, b)[0] for b in cfg.pipeline.benchmarks]
+    available = min(getattr(cfg.data, d).functions.test for d in datasets)
+    assert load(f"eval.tasks={available}").eval.tasks == available
+    with pytest.raises(ConfigError, match=f"eval.tasks = {available + 1}.*only {available}"):
+        load(f"eval.tasks={available + 1}")
+
+
+def test_unparsable_override():
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load("algo.steps=[1,")
+
+
+def test_accepted_values():
+    cfg = load("algo.inner_lr=1", "algo.maml.steps=null", "data.cosmixture.amplitude=[0.5,0.5]")
+    assert cfg.algo.inner_lr == 1.0 and isinstance(cfg.algo.inner_lr, float)
+    assert cfg.data.cosmixture.amplitude == (0.5, 0.5)
+
+
+def test_override_of_a_setting_and_a_new_setting():
+    cfg = load("data.cosmixture.settings.shot50.shots=20")
+    assert cfg.data.cosmixture.settings["shot50"].shots == 20
+    cfg = load("+data.cosmixture.settings.shot10={shots:10,queries:10}")
+    assert "cosmixture-shot10" in all_benchmarks(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")
+def test_cuda_device_without_gpu():
+    with pytest.raises(ConfigError, match="train.device = 'cuda' but no CUDA GPU is visible"):
+        load("train.device=cuda")
+
+
+def test_resolve_device():
+    assert resolve_device(load("train.device=cpu").train) == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(load("train.device=auto").train).type == expected
+
+
+# ------------------------------------------------------------------------- edited params.yaml
+
+
+def test_unknown_top_level_key_in_file(tmp_path):
+    data = raw_params()
+    data["extra"] = {"x": 1}
+    with pytest.raises(ConfigError, match=r"unknown key 'extra' \(valid: pipeline, algo"):
+        load_config(params_path=write_params(tmp_path, data))
+
+
+def test_missing_key_in_file(tmp_path):
+    data = raw_params()
+    del data["train"]["seed"]
+    with pytest.raises(ConfigError, match="missing key 'train.seed'"):
+        load_config(params_path=write_params(tmp_path, data))
+
+
+def test_bad_value_in_file(tmp_path):
+    data = raw_params()
+    data["data"]["cosmixture"]["settings"]["shot50"]["shots"] = 0
+    with pytest.raises(ConfigError, match=r"data\.cosmixture\.settings\.shot50\.shots = 0"):
+        load_config(params_path=write_params(tmp_path, data))
+
+
+def test_copy_of_real_file_loads(tmp_path):
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    assert load_config(params_path=tmp_path / "params.yaml") == load()
+
+
+def test_build_config_from_plain_data():
+    data = raw_params()
+    assert build_config(data) == load()
+    data["algo"]["cg_steps"] = 3
+    with pytest.raises(ConfigError, match=r"unknown key 'algo\.cg_steps'"):
+        build_config(data)
+
+
+# ----------------------------------------------------------------------- learners, benchmarks
+
+
+def test_learner_options_precedence():
+    cfg = load("algo.steps=3", "algo.maml.steps=7", "algo.fomaml.inner_lr=0.5")
+    assert learner_options(cfg, "maml")["steps"] == 7
+    assert learner_options(cfg, "fomaml") == {"steps": 3, "inner_lr": 0.5}
+    assert learner_options(cfg, "reptile") == {"steps": 3, "inner_lr": cfg.algo.inner_lr}
+
+
+def test_learner_options_specific_keys():
+    cfg = load()
+    assert set(learner_options(cfg, "imaml")) == {"steps", "inner_lr", "lam", "cg_steps"}
+    assert learner_options(cfg, "imaml")["lam"] == cfg.algo.imaml.lam
+    assert set(learner_options(cfg, "adjoint")) == {
+        "steps",
+        "inner_lr",
+        "scheme",
+        "trajectory",
+        "checkpoint_every",
+    }
+    for learner in LEARNERS:
+        assert "adapt" not in learner_options(cfg, learner)
+
+
+def test_learner_options_match_the_algorithms():
+    algorithms = pytest.importorskip("metalearn.algorithms")
+    cfg = load()
+    for learner in LEARNERS:
+        algorithms.make(learner, **learner_options(cfg, learner))
+
+
+def test_unknown_learner():
+    with pytest.raises(ConfigError, match="unknown learner 'foo'.*maml, fomaml, reptile"):
+        learner_options(load(), "foo")
+
+
+def test_eval_steps():
+    cfg = load("algo.steps=4", "algo.imaml.steps=9", "eval.steps=null")
+    assert eval_steps(cfg, "maml") == 4 and eval_steps(cfg, "imaml") == 9
+    assert eval_steps(load("eval.steps=12"), "imaml") == 12
+
+
+def test_parse_benchmark():
+    cfg = load()
+    assert parse_benchmark(cfg, "cosmixture-shot50") == ("cosmixture", "shot50")
+    assert parse_benchmark(cfg, "alpine-shot100") == ("alpine", "shot100")
+    assert set(all_benchmarks(cfg)) == {
+        f"{d}-{s}" for d in ("cosmixture", "alpine") for s in raw_params()["data"][d]["settings"]
+    }
+    for bad in ("cosmixture-shot7", "foo-shot50", "cosmixture", ""):
+        with pytest.raises(ConfigError) as info:
+            parse_benchmark(cfg, bad)
+        assert all(name in str(info.value) for name in all_benchmarks(cfg))
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def test_split_cli():
+    selected, overrides = split_cli(
+        ["learner=imaml", "benchmark=cosmixture-shot50", "algo.steps=100", "+x.y=1"]
+    )
+    assert selected == {"learner": "imaml", "benchmark": "cosmixture-shot50"}
+    assert overrides == ["algo.steps=100", "+x.y=1"]
+    assert split_cli([]) == ({}, [])
+
+
+@pytest.mark.parametrize(
+    "argv", [["imaml"], ["learner=maml", "--help"], ["learner=maml", "learner=imaml"], ["learner="]]
+)
+def test_split_cli_errors(argv):
+    with pytest.raises(ConfigError):
+        split_cli(argv)

@@ -117,7 +117,16 @@ BAD_OVERRIDES = [
     ("pipeline.learners=[maml,foo]", "pipeline.learners[1]", "'foo'"),
     ("pipeline.learners=[maml,maml]", "pipeline.learners", "'maml'"),
     ("pipeline.learners=[]", "pipeline.learners", "[]"),
-    ("pipeline.benchmarks=[cosmixture-shot7]", "pipeline.benchmarks[0]", "'cosmixture-shot7'"),
+    (
+        "+pipeline.benchmarks.cosmixture-shot7={dataset:cosmixture,setting:shot7}",
+        "pipeline.benchmarks.cosmixture-shot7",
+        "cosmixture-shot50",
+    ),
+    (
+        "pipeline.benchmarks.alpine-shot50.setting=shot100",
+        "pipeline.benchmarks.alpine-shot50",
+        "setting: shot50",
+    ),
     # wrong types: a string, a bool and a float are not integers; a bool is not a number
     ("algo.steps=abc", "algo.steps", "'abc'"),
     ("algo.steps=true", "algo.steps", "true"),

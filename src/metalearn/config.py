@@ -190,9 +190,17 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class BenchmarkEntry:
+    """``pipeline.benchmarks.<name>``: the parts of the name, spelled out for dvc.yaml."""
+
+    dataset: str
+    setting: str
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     learners: list[Learner] = field(metadata={"min_len": 1, "unique": True})
-    benchmarks: list[str] = field(metadata={"min_len": 1, "unique": True})
+    benchmarks: dict[str, BenchmarkEntry] = field(metadata={"min_len": 1})
 
 
 @dataclass(frozen=True)
@@ -267,7 +275,8 @@ def _describe(tp: Any, rules: Mapping[str, Any] = _NO_RULES) -> str:
         order = f", with lo {rules['ordered']} hi" if "ordered" in rules else ""
         return f"a list [lo, hi], each {_describe(args[0], _item_rules(rules))}{order}"
     if origin is dict:
-        return f"a mapping from names to {_describe(args[1])}"
+        kind = "a non-empty mapping" if rules.get("min_len") else "a mapping"
+        return f"{kind} from names to {_describe(args[1])}"
     words = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
     bounds = " and ".join(f"{op} {rules[key]}" for key, (op, _) in _BOUNDS.items() if key in rules)
     return f"{words[tp]} {bounds}".strip()
@@ -326,6 +335,8 @@ def _build(
     if origin is dict:
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             fail()
+        if len(value) < rules.get("min_len", 0):
+            fail()
         return {k: _build(args[1], v, _join(path, k)) for k, v in value.items()}
 
     # Scalars.
@@ -349,11 +360,17 @@ def _build(
 
 def _check_config(cfg: Config) -> None:
     """The rules that involve more than one key."""
-    for i, name in enumerate(cfg.pipeline.benchmarks):
+    for name, entry in cfg.pipeline.benchmarks.items():
         try:
-            dataset, _ = parse_benchmark(cfg, name)
+            dataset, setting = parse_benchmark(cfg, name)
         except ConfigError as e:
-            raise ConfigError(f"pipeline.benchmarks[{i}] = {name!r}: {e}") from None
+            raise ConfigError(f"pipeline.benchmarks.{name}: {e}") from None
+        if (entry.dataset, entry.setting) != (dataset, setting):
+            raise ConfigError(
+                f"pipeline.benchmarks.{name} = {{dataset: {entry.dataset}, setting: "
+                f"{entry.setting}}}: must be {{dataset: {dataset}, setting: {setting}}} "
+                "to match the name"
+            )
         available = dataset_config(cfg, dataset).meta_test_tasks
         if cfg.eval.tasks > available:
             raise ConfigError(
@@ -509,7 +526,7 @@ def split_cli(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     overrides: list[str] = []
     for item in argv:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep and not item.startswith("~"):  # "~key" is Hydra's deletion
             raise ConfigError(
                 f"argument {item!r} is not KEY=VALUE; expected "
                 f"{' '.join(f'{s}=<name>' for s in SELECTORS)} and overrides such as algo.steps=10"

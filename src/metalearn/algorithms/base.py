@@ -87,9 +87,12 @@ class MetaLearner(ABC):
         with torch.no_grad():  # torch.func.grad ignores an outer no_grad: no graph is kept
             return F.merge(params, self.adapt_fast(loss_fn, fast, slow, support))
 
-    def batched_adapt(self, loss_fn: LossFn, params: Params, support: Any) -> Params:
+    def batched_adapt(
+        self, loss_fn: LossFn, params: Params, support: Any, chunk_size: int | None = None
+    ) -> Params:
         """:meth:`adapt` for a stack of tasks (leading task dim in ``support``), via ``vmap``."""
-        return torch.func.vmap(lambda s: self.adapt(loss_fn, params, s))(support)
+        adapt_one = lambda s: self.adapt(loss_fn, params, s)  # noqa: E731
+        return torch.func.vmap(adapt_one, chunk_size=chunk_size)(support)
 
     # -- meta-gradients ------------------------------------------------------------------------
 

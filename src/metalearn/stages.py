@@ -1,0 +1,123 @@
+"""What each DVC stage does, as functions of the config (the scripts in pipeline/ call these).
+
+Every stage writes its outputs atomically and only after its work succeeded, so a failure
+leaves earlier results as they were.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import polars as pl
+import torch
+
+from metalearn import paths, tracking
+from metalearn.config import Config, ConfigError, eval_steps, load_config, resolve_device, split_cli
+from metalearn.data.episodes import episodify, load_episodes
+from metalearn.evaluation import METRICS, per_task_scores
+from metalearn.io import atomic_file, read_json, write_json
+from metalearn.metrics import mean_ci
+from metalearn.report import write_report
+from metalearn.training import NonFiniteError, Task, build_learner, meta_train, to_device
+
+
+def run_episodify(cfg: Config, benchmark: str) -> dict[str, Any]:
+    return episodify(cfg, benchmark, paths.episodes(benchmark))
+
+
+def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
+    """Meta-train; write the model, the training curve and the metrics file (with the MLflow
+    run id, so outputs restored from DVC's cache still point to their run)."""
+    source = load_episodes(paths.episodes(benchmark))
+    device = resolve_device(cfg.train)
+    with tracking.train_run(cfg, learner, benchmark, source.meta) as log:
+        result = meta_train(cfg, learner, benchmark, source, device, on_metrics=log)
+        run_id = log.run_id
+    final = result.curve[-1]
+    metrics = {
+        "mlflow_run_id": run_id,
+        "device": str(device),
+        "seconds": round(result.seconds, 3),
+        "iterations": cfg.train.iterations,
+        **{k: v for k, v in final.items() if k != "iteration"},
+    }
+    with atomic_file(paths.model(learner, benchmark)) as tmp:
+        torch.save({"params": result.params, "learner": learner, "benchmark": benchmark}, tmp)
+    with atomic_file(paths.train_curve(learner, benchmark)) as tmp:
+        pl.DataFrame(result.curve).write_csv(tmp)
+    write_json(paths.train_metrics(learner, benchmark), metrics)
+    return metrics
+
+
+def load_params(learner: str, benchmark: str) -> dict[str, torch.Tensor]:
+    path = paths.model(learner, benchmark)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run train@{learner}-{benchmark} first")
+    return torch.load(path, weights_only=True)["params"]  # tensors only: nothing is executed
+
+
+def run_evaluate(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
+    """Score the trained parameters on the first ``eval.tasks`` fixed meta-test tasks."""
+    source = load_episodes(paths.episodes(benchmark))
+    device = resolve_device(cfg.train)
+    task = Task.build(cfg, source)
+    steps = eval_steps(cfg, learner)
+    params = to_device(load_params(learner, benchmark), device)
+    (sx, sy), (qx, qy) = source.fixed_tasks("test")
+    n = cfg.eval.tasks
+    tasks = to_device(((sx[:n], sy[:n]), (qx[:n], qy[:n])), device)
+    meta_tester = build_learner(cfg, learner, steps)
+    scores = per_task_scores(
+        meta_tester, task.loss_fn, task.predict, params, tasks, task.loss_kind
+    ).cpu()
+    metric = METRICS[task.loss_kind]
+    mean, ci = mean_ci(scores, cfg.eval.confidence)
+    run_id = read_json(paths.train_metrics(learner, benchmark))["mlflow_run_id"]
+    metrics = {
+        "metric": metric.name,
+        "higher_is_better": metric.higher_is_better,
+        "mean": mean,
+        "ci": ci,
+        "confidence": cfg.eval.confidence,
+        "tasks": n,
+        "steps": steps,
+        "mlflow_run_id": run_id,
+    }
+    per_task = paths.eval_per_task(learner, benchmark)
+    with atomic_file(per_task) as tmp:
+        pl.DataFrame({"task": range(n), metric.name: scores.numpy()}).write_parquet(tmp)
+    write_json(paths.eval_metrics(learner, benchmark), metrics)
+    tracking.log_to_run(
+        run_id,
+        {f"test_{metric.name}": mean, f"test_{metric.name}_ci": ci},
+        artifacts=[per_task],
+    )
+    return metrics
+
+
+def run_report(cfg: Config) -> dict[str, Any]:
+    return write_report(cfg)
+
+
+def main(stage: Callable[..., Any], selectors: Sequence[str], argv: Sequence[str]) -> int:
+    """Entry point of a stage script: ``KEY=VALUE`` arguments, the selectors named first.
+
+    Errors a user can fix (bad parameters, missing inputs, divergence) print one message and
+    exit with status 1 instead of a traceback.
+    """
+    try:
+        selected, overrides = split_cli(argv)
+        missing = [s for s in selectors if s not in selected]
+        extra = [s for s in selected if s not in selectors]
+        if missing or extra:
+            usage = " ".join(f"{s}=<name>" for s in selectors)
+            raise ConfigError(f"usage: {usage} [overrides such as algo.steps=10]")
+        cfg = load_config(overrides)
+        result = stage(cfg, *(selected[s] for s in selectors))
+    except (ConfigError, FileNotFoundError, NonFiniteError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(result)
+    return 0

@@ -4,6 +4,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# DVC runs each stage's `python ...` from PATH: the venv's must come first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: install repro test mlflow-ui
 

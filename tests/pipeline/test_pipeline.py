@@ -1,0 +1,240 @@
+"""The real pipeline on tiny params: dvc repro, re-run rules, dvc exp run, MLflow store and server.
+
+One module-scoped copy of the repository (git init + commit in a temp dir) runs `dvc repro` once;
+the tests below inspect it in order. Marked slow (a few minutes); CI runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+LEARNERS = ["maml", "imaml"]
+BENCHMARKS = ["cosmixture-shot50", "alpine-shot50"]
+TINY = {
+    "pipeline.learners": LEARNERS,
+    "train.iterations": 6,
+    "train.val_every": 3,
+    "train.meta_batch": 2,
+    "eval.tasks": 5,
+    "data.cosmixture.functions": {"train": 8, "val": 5, "test": 5},
+    "data.alpine.functions": {"train": 8, "val": 5, "test": 5},
+}
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(repo: Path, *cmd: str, timeout: int = 600) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["OMP_NUM_THREADS"] = "1"  # tiny models: threads only add overhead
+    result = subprocess.run(
+        cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def stages_run(log: str) -> set[str]:
+    return {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage '")}
+
+
+def stale(repo: Path) -> set[str]:
+    return set(json.loads(run(repo, "dvc", "status", "--json")))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline") / "repo"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    set_params(root, TINY)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
+        run(root, *cmd)
+    run(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    root.joinpath("repro.log").write_text(run(root, "dvc", "repro"))
+    return root
+
+
+def test_repro_writes_every_output(repo):
+    assert stages_run((repo / "repro.log").read_text()) == {
+        *(f"episodify@{b}" for b in BENCHMARKS),
+        *(f"{s}@{lr}-{b}" for s in ("train", "evaluate") for lr in LEARNERS for b in BENCHMARKS),
+        "report",
+    }
+    for b in BENCHMARKS:
+        assert (repo / f"data/episodes/{b}/test.parquet").is_file()
+        for lr in LEARNERS:
+            for path in (
+                f"models/{lr}-{b}.pt",
+                f"results/curves/{lr}-{b}.csv",
+                f"results/eval/{lr}-{b}.parquet",
+            ):
+                assert (repo / path).is_file(), path
+            evaluation = json.loads((repo / f"results/eval/{lr}-{b}.json").read_text())
+            assert evaluation["tasks"] == 5 and evaluation["metric"] == "nrmse"
+    summary = json.loads((repo / "results/summary.json").read_text())
+    assert set(summary) == set(BENCHMARKS) and set(summary[BENCHMARKS[0]]) == set(LEARNERS)
+    table = (repo / "results/summary.md").read_text()
+    assert all(name in table for name in LEARNERS + BENCHMARKS)
+    assert len(list((repo / "results/plots").glob("*.png"))) == 2 * len(BENCHMARKS)
+
+
+def test_one_finished_mlflow_run_per_train_stage(repo):
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        runs = db.execute("select run_uuid, status from runs").fetchall()
+        tags = dict(
+            ((run_id, key), value)
+            for run_id, key, value in db.execute("select run_uuid, key, value from tags")
+        )
+        metrics = {(r, k) for r, k in db.execute("select run_uuid, key from metrics")}
+    assert len(runs) == len(LEARNERS) * len(BENCHMARKS)
+    assert {status for _, status in runs} == {"FINISHED"}
+    for lr in LEARNERS:
+        for b in BENCHMARKS:
+            run_id = json.loads((repo / f"results/train/{lr}-{b}.json").read_text())[
+                "mlflow_run_id"
+            ]
+            assert tags[(run_id, "learner")] == lr and tags[(run_id, "benchmark")] == b
+            assert (run_id, "meta_train_loss") in metrics and (run_id, "test_nrmse") in metrics
+
+
+def test_second_repro_runs_nothing(repo):
+    assert stages_run(run(repo, "dvc", "repro")) == set()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (
+            "algo.steps",
+            3,
+            {f"{s}@{lr}-{b}" for s in ("train", "evaluate") for lr in LEARNERS for b in BENCHMARKS},
+        ),
+        (
+            "algo.imaml.lam",
+            3.0,
+            {f"{s}@imaml-{b}" for s in ("train", "evaluate") for b in BENCHMARKS},
+        ),
+        ("data.cosmixture.seed", 7, {"episodify@cosmixture-shot50"}),
+        ("eval.tasks", 4, {f"evaluate@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS}),
+    ],
+)
+def test_params_edit_makes_only_its_stages_stale(repo, key, value, expected):
+    set_params(repo, {key: value})
+    try:
+        assert stale(repo) == expected
+    finally:
+        run(repo, "git", "checkout", "-q", "params.yaml")
+
+
+def test_dataset_edit_reruns_only_that_datasets_stages(repo):
+    """data.cosmixture reaches train/evaluate through the episodes they depend on."""
+    set_params(repo, {"data.cosmixture.seed": 7})
+    try:
+        ran = stages_run(run(repo, "dvc", "repro"))
+    finally:
+        run(repo, "git", "checkout", "-q", "params.yaml", "dvc.lock")
+        run(repo, "dvc", "checkout", "-f", "-q")
+    assert ran == {
+        "episodify@cosmixture-shot50",
+        *(f"{s}@{lr}-cosmixture-shot50" for s in ("train", "evaluate") for lr in LEARNERS),
+        "report",
+    }
+
+
+def test_exp_run_reruns_training_and_is_listed(repo):
+    ran = stages_run(run(repo, "dvc", "exp", "run", "-S", "algo.steps=2", "-n", "steps2"))
+    assert ran and all(s.split("@")[0] in ("train", "evaluate", "report") for s in ran)
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
+    assert "steps2" in json.dumps(shown)
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        names = {v for (v,) in db.execute("select value from tags where key='dvc_experiment'")}
+    assert "steps2" in names
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_serves_the_runs(repo):
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{repo / 'mlflow.db'}",
+            "--workers",
+            "1",
+        ],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        request = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=metalearn"
+        )
+        experiment = json.load(urllib.request.urlopen(request, timeout=10))["experiment"]
+        body = json.dumps({"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
+        request = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        runs = json.load(urllib.request.urlopen(request, timeout=10))["runs"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert len(runs) >= len(LEARNERS) * len(BENCHMARKS)
+    for r in runs:
+        params = {p["key"]: p["value"] for p in r["data"]["params"]}
+        metrics = {m["key"] for m in r["data"]["metrics"]}
+        assert params["train.iterations"] == "6"
+        assert "test_nrmse" in metrics and "meta_train_loss" in metrics

@@ -1,0 +1,80 @@
+"""The files that must agree with each other: params.yaml, the README's table, dvc.yaml, paths."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from metalearn import paths
+from metalearn.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def leaf_keys(node, prefix=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaf_keys(value, f"{prefix}.{key}" if prefix else key)
+    else:
+        yield prefix
+
+
+def documented(key: str, table: str) -> bool:
+    """A key is documented as itself or through a <placeholder> row (``algo.<learner>.steps``)."""
+    rows = re.findall(r"^\| `([^`]+)`", table, flags=re.MULTILINE)
+    for row in rows:
+        pattern = re.sub(
+            r"<[a-z]+>", r"[^.]+", re.escape(row).replace(r"\<", "<").replace(r"\>", ">")
+        )
+        if re.fullmatch(pattern, key) or re.match(pattern + r"\.", key):
+            return True
+    return False
+
+
+def test_every_param_is_in_the_readme_table():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Parameters", 1)[1].split("\n## ", 1)[0]
+    missing = [k for k in leaf_keys(params) if not documented(k, table)]
+    assert not missing, f"params missing from the README table: {missing}"
+
+
+def test_dvc_yaml_paths_match_paths_module():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    learner, benchmark = "${item.learner}", "${item.benchmark}"
+
+    def names(entries):
+        return {next(iter(e)) if isinstance(e, dict) else e for e in entries}
+
+    assert names(dvc["episodify"]["do"]["outs"]) == {str(paths.episodes("${key}"))}
+    train = dvc["train"]
+    assert names(train["outs"]) == {
+        str(paths.model(learner, benchmark)),
+        str(paths.train_curve(learner, benchmark)),
+    }
+    assert names(train["metrics"]) == {str(paths.train_metrics(learner, benchmark))}
+    evaluate = dvc["evaluate"]
+    assert names(evaluate["outs"]) == {str(paths.eval_per_task(learner, benchmark))}
+    assert names(evaluate["metrics"]) == {str(paths.eval_metrics(learner, benchmark))}
+    assert str(paths.episodes(benchmark)) in evaluate["deps"]
+    assert str(paths.model(learner, benchmark)) in evaluate["deps"]
+    report = dvc["report"]
+    assert names(report["outs"]) == {str(paths.SUMMARY_MD), str(paths.PLOTS)}
+    assert names(report["metrics"]) == {str(paths.SUMMARY_JSON)}
+
+
+def test_stages_that_import_src_depend_on_it():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in dvc.items():
+        body = stage.get("do", stage)
+        assert "src/metalearn" in body["deps"], name
+        script = body["cmd"].split()[1]
+        assert script in body["deps"], name
+
+
+def test_the_learner_names_agree():
+    from metalearn.algorithms import NAMES
+    from metalearn.config import LEARNERS
+
+    assert set(NAMES) == set(LEARNERS)
+    assert set(load_config().pipeline.learners) <= set(NAMES)

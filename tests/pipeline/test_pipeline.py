@@ -27,6 +27,9 @@ LEARNERS = ["maml", "imaml"]
 BENCHMARKS = ["cosmixture-shot50", "alpine-shot50"]
 TINY = {
     "pipeline.learners": LEARNERS,
+    "pipeline.benchmarks": {
+        b: dict(zip(("dataset", "setting"), b.split("-"), strict=True)) for b in BENCHMARKS
+    },
     "train.iterations": 6,
     "train.val_every": 3,
     "train.meta_batch": 2,

@@ -296,7 +296,7 @@ def test_parse_benchmark():
     assert parse_benchmark(cfg, "cosmixture-shot50") == ("cosmixture", "shot50")
     assert parse_benchmark(cfg, "alpine-shot100") == ("alpine", "shot100")
     assert set(all_benchmarks(cfg)) == {
-        f"{d}-{s}" for d in ("cosmixture", "alpine") for s in raw_params()["data"][d]["settings"]
+        f"{d}-{s}" for d, section in raw_params()["data"].items() for s in section["settings"]
     }
     for bad in ("cosmixture-shot7", "foo-shot50", "cosmixture", ""):
         with pytest.raises(ConfigError) as info:
@@ -322,3 +322,15 @@ def test_split_cli():
 def test_split_cli_errors(argv):
     with pytest.raises(ConfigError):
         split_cli(argv)
+
+
+def test_pipeline_datasets_must_match_the_benchmarks():
+    with pytest.raises(
+        ConfigError, match=r"pipeline.datasets = \['cosmixture'\]: must list exactly"
+    ):
+        load("pipeline.datasets=[cosmixture]")
+
+
+def test_jester_parts_are_validated():
+    with pytest.raises(ConfigError, match=r"data.jester.download.parts\[0\] = 4"):
+        load("data.jester.download.parts=[4]")

@@ -46,7 +46,9 @@ def test_dvc_yaml_paths_match_paths_module():
     def names(entries):
         return {next(iter(e)) if isinstance(e, dict) else e for e in entries}
 
+    assert names(dvc["download"]["do"]["outs"]) == {str(paths.raw("${item}"))}
     assert names(dvc["episodify"]["do"]["outs"]) == {str(paths.episodes("${key}"))}
+    assert str(paths.raw("${item.dataset}")) in dvc["episodify"]["do"]["deps"]
     train = dvc["train"]
     assert names(train["outs"]) == {
         str(paths.model(learner, benchmark)),

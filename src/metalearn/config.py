@@ -54,7 +54,7 @@ Learner = Literal["maml", "fomaml", "reptile", "imaml", "adjoint"]
 LEARNERS: tuple[str, ...] = get_args(Learner)
 
 # The selector arguments of a stage script; everything else on its command line is an override.
-SELECTORS = ("learner", "benchmark")
+SELECTORS = ("learner", "benchmark", "dataset")
 
 
 class ConfigError(ValueError):
@@ -110,6 +110,7 @@ class AlgoConfig:
 class ModelConfig:
     hidden: list[int] = field(metadata={"ge": 1, "min_len": 1})
     activation: Literal["tanh", "relu"]
+    filters: int = field(metadata=AT_LEAST_1)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,17 @@ class SyntheticSetting:
 
 
 @dataclass(frozen=True)
+class NoDownload:
+    """``data.<dataset>.download`` of a dataset with no choice of files (all are fetched), or
+    of a synthetic family (nothing is fetched)."""
+
+
+@dataclass(frozen=True)
+class JesterDownload:
+    parts: list[int] = field(metadata={"ge": 1, "le": 3, "min_len": 1, "unique": True})
+
+
+@dataclass(frozen=True)
 class FunctionCounts:
     train: int = field(metadata=AT_LEAST_1)
     val: int = field(metadata=AT_LEAST_1)
@@ -153,6 +165,7 @@ class DatasetSection(Protocol):
 
 @dataclass(frozen=True)
 class CosMixtureConfig:
+    download: NoDownload
     seed: int
     dim: int = field(metadata=AT_LEAST_1)
     domain: tuple[float, float] = field(metadata=RANGE)
@@ -169,6 +182,7 @@ class CosMixtureConfig:
 
 @dataclass(frozen=True)
 class AlpineConfig:
+    download: NoDownload
     seed: int
     dim: int = field(metadata=AT_LEAST_1)
     domain: tuple[float, float] = field(metadata=RANGE)
@@ -181,12 +195,100 @@ class AlpineConfig:
         return self.functions.test
 
 
+FRACTION = {"gt": 0, "lt": 1}
+
+
+@dataclass(frozen=True)
+class FixedTasks:
+    """The fixed meta-val and meta-test tasks that a real dataset's episodify writes."""
+
+    val_tasks: int = field(metadata=AT_LEAST_1)
+    test_tasks: int = field(metadata=AT_LEAST_1)
+
+    @property
+    def meta_test_tasks(self) -> int:
+        return self.test_tasks
+
+
+@dataclass(frozen=True)
+class UserSplit:
+    """Fractions of the users held out for meta-val and meta-test; the rest are meta-train."""
+
+    val: float = field(metadata=FRACTION)
+    test: float = field(metadata=FRACTION)
+
+
+@dataclass(frozen=True)
+class RatingSetting:
+    """A collaborative-filtering setting: ``shots`` support ratings, ``queries`` query ratings."""
+
+    shots: int = field(metadata=AT_LEAST_1)
+    queries: int = field(metadata=AT_LEAST_1)
+
+
+@dataclass(frozen=True)
+class JesterConfig(FixedTasks):
+    download: JesterDownload
+    seed: int
+    users: UserSplit
+    settings: dict[str, RatingSetting]
+
+
+@dataclass(frozen=True)
+class MovieLensConfig(FixedTasks):
+    download: NoDownload
+    seed: int
+    users: UserSplit
+    embedding_dim: int = field(metadata=AT_LEAST_1)
+    settings: dict[str, RatingSetting]
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """Numbers of classes (Omniglot characters) for meta-train, meta-val and meta-test."""
+
+    train: int = field(metadata=AT_LEAST_1)
+    val: int = field(metadata=AT_LEAST_1)
+    test: int = field(metadata=AT_LEAST_1)
+
+
+@dataclass(frozen=True)
+class FewShotSetting:
+    """N-way K-shot classification with ``queries`` query images per class."""
+
+    ways: int = field(metadata={"ge": 2})
+    shots: int = field(metadata=AT_LEAST_1)
+    queries: int = field(metadata=AT_LEAST_1)
+
+
+@dataclass(frozen=True)
+class OmniglotConfig(FixedTasks):
+    download: NoDownload
+    seed: int
+    image_size: int = field(metadata=AT_LEAST_1)
+    classes: ClassSplit
+    rotations: bool
+    settings: dict[str, FewShotSetting]
+
+
+@dataclass(frozen=True)
+class MiniImageNetConfig(FixedTasks):
+    download: NoDownload
+    seed: int
+    settings: dict[str, FewShotSetting]
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """One field per dataset; a benchmark is ``"<field>-<setting>"``."""
 
     cosmixture: CosMixtureConfig
     alpine: AlpineConfig
+    jester: JesterConfig
+    movielens100k: MovieLensConfig
+    movielens1m: MovieLensConfig
+    omniglot: OmniglotConfig
+    miniimagenet: MiniImageNetConfig
 
 
 @dataclass(frozen=True)
@@ -200,6 +302,7 @@ class BenchmarkEntry:
 @dataclass(frozen=True)
 class PipelineConfig:
     learners: list[Learner] = field(metadata={"min_len": 1, "unique": True})
+    datasets: list[str] = field(metadata={"min_len": 1, "unique": True})
     benchmarks: dict[str, BenchmarkEntry] = field(metadata={"min_len": 1})
 
 
@@ -246,7 +349,12 @@ def _optional_inner(tp: Any) -> Any:
 
 
 # The bound rules: name -> (how it reads, the test).
-_BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "lt": ("<", operator.lt)}
+_BOUNDS = {
+    "ge": (">=", operator.ge),
+    "gt": (">", operator.gt),
+    "le": ("<=", operator.le),
+    "lt": ("<", operator.lt),
+}
 
 
 def _item_rules(rules: Mapping[str, Any]) -> dict[str, Any]:
@@ -360,6 +468,12 @@ def _build(
 
 def _check_config(cfg: Config) -> None:
     """The rules that involve more than one key."""
+    used = {entry.dataset for entry in cfg.pipeline.benchmarks.values()}
+    if set(cfg.pipeline.datasets) != used:
+        raise ConfigError(
+            f"pipeline.datasets = {_show(cfg.pipeline.datasets)}: must list exactly the datasets "
+            f"of pipeline.benchmarks ({', '.join(sorted(used))})"
+        )
     for name, entry in cfg.pipeline.benchmarks.items():
         try:
             dataset, setting = parse_benchmark(cfg, name)

@@ -8,6 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def raw(dataset: str) -> Path:
+    return Path("data/raw") / dataset
+
+
 def episodes(benchmark: str) -> Path:
     return Path("data/episodes") / benchmark
 

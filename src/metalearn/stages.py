@@ -14,17 +14,44 @@ import polars as pl
 import torch
 
 from metalearn import paths, tracking
-from metalearn.config import Config, ConfigError, eval_steps, load_config, resolve_device, split_cli
+from metalearn.config import (
+    Config,
+    ConfigError,
+    dataset_config,
+    eval_steps,
+    load_config,
+    parse_benchmark,
+    resolve_device,
+    split_cli,
+)
+from metalearn.data.download import DownloadError
 from metalearn.data.episodes import episodify, load_episodes
 from metalearn.evaluation import METRICS, per_task_scores
-from metalearn.io import atomic_file, read_json, write_json
+from metalearn.io import atomic_dir, atomic_file, read_json, write_json
 from metalearn.metrics import mean_ci
 from metalearn.report import write_report
 from metalearn.training import NonFiniteError, Task, build_learner, meta_train, to_device
 
 
+def run_download(cfg: Config, dataset: str) -> dict[str, Any]:
+    """Fetch and verify the dataset's official files into ``data/raw/<dataset>/`` (from
+    ``METALEARN_DATA_MIRROR`` first when set). A synthetic family has nothing to fetch: its
+    folder only records that, so every episodify stage depends on a download stage alike."""
+    from metalearn.data.download import download_dataset
+    from metalearn.data.sources import SOURCES
+
+    section = dataset_config(cfg, dataset)
+    if dataset not in SOURCES:
+        with atomic_dir(paths.raw(dataset)) as tmp:
+            write_json(tmp / "manifest.json", {"generated": dataset})
+        return {"generated": dataset}
+    parts = getattr(section.download, "parts", None)
+    return download_dataset(dataset, paths.raw(dataset), parts=parts)
+
+
 def run_episodify(cfg: Config, benchmark: str) -> dict[str, Any]:
-    return episodify(cfg, benchmark, paths.episodes(benchmark))
+    dataset, _ = parse_benchmark(cfg, benchmark)
+    return episodify(cfg, benchmark, paths.episodes(benchmark), raw_dir=paths.raw(dataset))
 
 
 def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
@@ -104,8 +131,8 @@ def run_report(cfg: Config) -> dict[str, Any]:
 def main(stage: Callable[..., Any], selectors: Sequence[str], argv: Sequence[str]) -> int:
     """Entry point of a stage script: ``KEY=VALUE`` arguments, the selectors named first.
 
-    Errors a user can fix (bad parameters, missing inputs, divergence) print one message and
-    exit with status 1 instead of a traceback.
+    Errors a user can fix (bad parameters or data, failed downloads, missing inputs, divergence)
+    print one message and exit with status 1 instead of a traceback.
     """
     try:
         selected, overrides = split_cli(argv)
@@ -116,7 +143,7 @@ def main(stage: Callable[..., Any], selectors: Sequence[str], argv: Sequence[str
             raise ConfigError(f"usage: {usage} [overrides such as algo.steps=10]")
         cfg = load_config(overrides)
         result = stage(cfg, *(selected[s] for s in selectors))
-    except (ConfigError, FileNotFoundError, NonFiniteError) as error:
+    except (ValueError, FileNotFoundError, NonFiniteError, DownloadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(result)

@@ -18,7 +18,7 @@ from metalearn.config import Config, learner_options
 from metalearn.data.episodes import TaskSource
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.functional import Params
-from metalearn.models import MLP, init_params, make_loss, make_predict
+from metalearn.models import MLP, Conv4, init_params, make_loss, make_predict
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 
@@ -38,9 +38,14 @@ class Task:
 
     @classmethod
     def build(cls, cfg: Config, source: TaskSource) -> Task:
-        if source.architecture != "mlp":
-            raise ValueError(f"architecture {source.architecture!r} is not supported yet")
-        model = MLP(source.in_dim, source.out_dim, cfg.model.hidden, cfg.model.activation)
+        if source.architecture == "mlp":
+            model = MLP(source.in_dim, source.out_dim, cfg.model.hidden, cfg.model.activation)
+        elif source.architecture == "conv4":
+            model = Conv4(
+                source.in_channels, source.n_classes, cfg.model.filters, source.image_size
+            )
+        else:
+            raise ValueError(f"unknown architecture {source.architecture!r}")
         kind = source.loss_kind
         return cls(model, make_loss(model, kind), make_predict(model, kind), kind)
 

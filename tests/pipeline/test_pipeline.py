@@ -1,11 +1,15 @@
 """The real pipeline on tiny params: dvc repro, re-run rules, dvc exp run, MLflow store and server.
 
 One module-scoped copy of the repository (git init + commit in a temp dir) runs `dvc repro` once;
-the tests below inspect it in order. Marked slow (a few minutes); CI runs it.
+the tests below inspect it in order. The benchmarks are a synthetic one and a MovieLens-100K one
+downloaded through a mirror of tiny fixture files in the official format. Marked slow (a few
+minutes); CI runs it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,9 +29,10 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 LEARNERS = ["maml", "imaml"]
-BENCHMARKS = ["cosmixture-shot50", "alpine-shot50"]
+BENCHMARKS = ["cosmixture-shot50", "movielens100k-shot10"]
 TINY = {
     "pipeline.learners": LEARNERS,
+    "pipeline.datasets": [b.split("-")[0] for b in BENCHMARKS],
     "pipeline.benchmarks": {
         b: dict(zip(("dataset", "setting"), b.split("-"), strict=True)) for b in BENCHMARKS
     },
@@ -35,8 +41,29 @@ TINY = {
     "train.meta_batch": 2,
     "eval.tasks": 5,
     "data.cosmixture.functions": {"train": 8, "val": 5, "test": 5},
-    "data.alpine.functions": {"train": 8, "val": 5, "test": 5},
+    "data.movielens100k.users": {"val": 0.2, "test": 0.25},
+    "data.movielens100k.val_tasks": 3,
+    "data.movielens100k.test_tasks": 5,
+    "data.movielens100k.embedding_dim": 4,
 }
+
+
+def fixture_mirror(root: Path) -> Path:
+    """A mirror holding a tiny ``ml-100k.zip`` (30 users x 30 ratings in the official ``u.data``
+    layout) and the ``SHA256SUMS`` that vouches for it, as ../shared/datasets does."""
+    lines = [
+        f"{user}\t{(user * 7 + k * 3) % 40 + 1}\t{(user + k) % 5 + 1}\t88125{k:04d}"
+        for user in range(1, 31)
+        for k in range(30)
+    ]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("ml-100k/u.data", "\n".join(lines) + "\n")
+    root.mkdir(parents=True)
+    (root / "ml-100k.zip").write_bytes(buffer.getvalue())
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    (root / "SHA256SUMS").write_text(f"{digest}  ml-100k.zip\n")
+    return root
 
 
 def set_params(repo: Path, changes: dict) -> None:
@@ -51,7 +78,10 @@ def set_params(repo: Path, changes: dict) -> None:
 
 
 def run(repo: Path, *cmd: str, timeout: int = 600) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "METALEARN_"))
+    }
+    env["METALEARN_DATA_MIRROR"] = str(repo.parent / "mirror")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["OMP_NUM_THREADS"] = "1"  # tiny models: threads only add overhead
     result = subprocess.run(
@@ -72,6 +102,7 @@ def stale(repo: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pipeline") / "repo"
+    fixture_mirror(root.parent / "mirror")
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -93,10 +124,13 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_writes_every_output(repo):
     assert stages_run((repo / "repro.log").read_text()) == {
+        *(f"download@{b.split('-')[0]}" for b in BENCHMARKS),
         *(f"episodify@{b}" for b in BENCHMARKS),
         *(f"{s}@{lr}-{b}" for s in ("train", "evaluate") for lr in LEARNERS for b in BENCHMARKS),
         "report",
     }
+    manifest = json.loads((repo / "data/raw/movielens100k/manifest.json").read_text())
+    assert manifest["ml-100k.zip"]["source"] == "mirror"
     for b in BENCHMARKS:
         assert (repo / f"data/episodes/{b}/test.parquet").is_file()
         for lr in LEARNERS:

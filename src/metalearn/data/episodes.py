@@ -2,12 +2,13 @@
 
 Every benchmark directory holds ``meta.json`` (what the data is and how to model it), the fixed
 meta-val and meta-test tasks as Parquet (``val.parquet``, ``test.parquet``) and whatever its
-dataset needs to sample meta-train tasks on the fly. A dataset module registers an
-``episodify`` writer and a loader returning a :class:`TaskSource`.
+dataset needs to sample meta-train tasks on the fly. A dataset module (named in
+:data:`MODULES`) registers an ``episodify`` writer and a loader returning a :class:`TaskSource`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -38,9 +39,21 @@ class TaskSource(Protocol):
         ...
 
 
-Episodify = Callable[[Any, str, str, Path], dict[str, Any]]
+# episodify(section, dataset, setting, raw_dir, out_dir) -> fields for meta.json
+Episodify = Callable[[Any, str, str, Path, Path], dict[str, Any]]
 Loader = Callable[[Path, dict[str, Any]], TaskSource]
 _DATASETS: dict[str, tuple[Episodify, Loader]] = {}
+
+#: The module that registers each dataset (imported on first use: torch-free config loading).
+MODULES = {
+    "cosmixture": "metalearn.data.synthetic_tasks",
+    "alpine": "metalearn.data.synthetic_tasks",
+    "jester": "metalearn.data.rating_tasks",
+    "movielens100k": "metalearn.data.rating_tasks",
+    "movielens1m": "metalearn.data.rating_tasks",
+    "omniglot": "metalearn.data.image_tasks",
+    "miniimagenet": "metalearn.data.image_tasks",
+}
 
 
 def register(*datasets: str) -> Callable[[tuple[Episodify, Loader]], None]:
@@ -52,20 +65,22 @@ def register(*datasets: str) -> Callable[[tuple[Episodify, Loader]], None]:
 
 
 def _dataset(name: str) -> tuple[Episodify, Loader]:
-    from metalearn.data import synthetic_tasks  # noqa: F401  (registers itself)
-
-    if name not in _DATASETS:
-        raise ValueError(f"no episode writer for dataset {name!r}; known: {', '.join(_DATASETS)}")
+    if name not in MODULES:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(MODULES)}")
+    importlib.import_module(MODULES[name])  # registers its datasets
     return _DATASETS[name]
 
 
-def episodify(cfg: Config, benchmark: str, out_dir: str | Path) -> dict[str, Any]:
-    """Write the episodes of ``benchmark`` to ``out_dir`` (atomically) and return ``meta``."""
+def episodify(
+    cfg: Config, benchmark: str, out_dir: str | Path, raw_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Write the episodes of ``benchmark`` to ``out_dir`` (atomically) and return ``meta``.
+    ``raw_dir`` holds the dataset's verified downloads (none for synthetic data)."""
     dataset, setting = parse_benchmark(cfg, benchmark)
     write, _ = _dataset(dataset)
     with atomic_dir(out_dir) as tmp:
         meta = {"benchmark": benchmark, "dataset": dataset, "setting": setting}
-        meta |= write(dataset_config(cfg, dataset), dataset, setting, tmp)
+        meta |= write(dataset_config(cfg, dataset), dataset, setting, Path(raw_dir or "."), tmp)
         write_json(tmp / META, meta)
     return meta
 

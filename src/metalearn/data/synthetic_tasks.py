@@ -21,7 +21,8 @@ from metalearn.data.episodes import Batch, register
 FUNCTIONS = "functions.parquet"
 
 
-def episodify(section: Any, dataset: str, setting: str, out: Path) -> dict[str, Any]:
+def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) -> dict[str, Any]:
+    del raw  # generated, not downloaded
     family = syn.make_family(dataset, section)
     splits = syn.split_functions(family, dataclasses.asdict(section.functions), section.seed)
     points = torch.Generator().manual_seed(section.seed + 1)  # a stream apart from the functions

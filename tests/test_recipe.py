@@ -1,0 +1,32 @@
+"""Every recipe's overrides compose into a valid config, and the command is what it runs."""
+
+import pytest
+
+from metalearn.config import load_config
+from metalearn.recipe import RECIPES, command
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_overrides_make_a_valid_config(name):
+    cfg = load_config(RECIPES[name].overrides)
+    assert cfg.pipeline.benchmarks
+
+
+def test_mirror_recipe_covers_every_real_dataset():
+    cfg = load_config(RECIPES["mirror-data"].overrides)
+    assert set(cfg.pipeline.datasets) == {
+        "jester",
+        "movielens100k",
+        "movielens1m",
+        "omniglot",
+        "miniimagenet",
+    }
+    assert len(cfg.pipeline.benchmarks) == 12
+    assert cfg.data.jester.download.parts == [1]
+
+
+def test_command_passes_each_override_as_one_argument():
+    cmd = command("mirror-data", ["--temp"])
+    assert cmd[:5] == ["dvc", "exp", "run", "-n", "mirror-data"]
+    assert cmd.count("-S") == len(RECIPES["mirror-data"].overrides)
+    assert cmd[-2:] == ["--temp", "episodify"]

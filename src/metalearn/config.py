@@ -121,6 +121,7 @@ class TrainConfig:
     val_every: int = field(metadata=AT_LEAST_1)
     seed: int
     device: Literal["auto", "cpu", "cuda"]
+    threads: int = field(metadata={"ge": 0})
 
 
 @dataclass(frozen=True)

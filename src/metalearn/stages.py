@@ -54,11 +54,18 @@ def run_episodify(cfg: Config, benchmark: str) -> dict[str, Any]:
     return episodify(cfg, benchmark, paths.episodes(benchmark), raw_dir=paths.raw(dataset))
 
 
+def torch_runtime(cfg: Config) -> torch.device:
+    """Apply ``train.threads`` (0 keeps torch's default) and return the device to run on."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    return resolve_device(cfg.train)
+
+
 def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     """Meta-train; write the model, the training curve and the metrics file (with the MLflow
     run id, so outputs restored from DVC's cache still point to their run)."""
     source = load_episodes(paths.episodes(benchmark))
-    device = resolve_device(cfg.train)
+    device = torch_runtime(cfg)
     with tracking.train_run(cfg, learner, benchmark, source.meta) as log:
         result = meta_train(cfg, learner, benchmark, source, device, on_metrics=log)
         run_id = log.run_id
@@ -88,7 +95,7 @@ def load_params(learner: str, benchmark: str) -> dict[str, torch.Tensor]:
 def run_evaluate(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     """Score the trained parameters on the first ``eval.tasks`` fixed meta-test tasks."""
     source = load_episodes(paths.episodes(benchmark))
-    device = resolve_device(cfg.train)
+    device = torch_runtime(cfg)
     task = Task.build(cfg, source)
     steps = eval_steps(cfg, learner)
     params = to_device(load_params(learner, benchmark), device)

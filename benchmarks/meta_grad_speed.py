@@ -15,6 +15,8 @@ warm-up pair took longer than ``--max-repeat-s`` seconds (column ``repeats``); `
 1-minute load average after the configuration (other processes may share the CPUs). A batched
 call that runs out of memory (the process's address space is capped below the free RAM, so an
 allocation fails instead of the OOM killer ending the run) is recorded as ``nan``/``OOM``.
+The CSV is rewritten after every configuration; ``--resume`` keeps its rows and runs only the
+missing ones (delete a row to re-measure it).
 float32, CPU, torch's default thread count, inner_lr 0.01, default learner options (imaml
 lam=2.0, cg_steps=5; adjoint heun, checkpointed trajectory).
 
@@ -153,7 +155,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-repeat-s", type=float, default=60.0)
     p.add_argument("--inner-lr", type=float, default=0.01)
-    p.add_argument("--mem-fraction", type=float, default=0.5, help="see cap_memory")
+    p.add_argument("--mem-fraction", type=float, default=0.7, help="see cap_memory")
     p.add_argument("--resume", action="store_true", help="keep the rows in --out")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
@@ -178,10 +180,10 @@ def main() -> None:
                                    (learner.batched_meta_grad_and_loss,
                                     learner.looped_meta_grad_and_loss))  # fmt: skip
                 (b, tb), (lp, tl) = timed(batched), timed(looped)  # warm-up, and the check
-                err = math.nan if b is None else max_rel_err(b[0], lp[0])
+                err = math.nan if b is None or lp is None else max_rel_err(b[0], lp[0])
                 if not err < 1e-4:
-                    problem = "ran out of memory" if b is None else f"max_rel_err {err:.2e}"
-                    print(f"WARNING: {model} {name} K={k}: batched {problem}", file=sys.stderr)
+                    problem = f"max_rel_err {err:.2e}" if err >= 0 else "ran out of memory"
+                    print(f"WARNING: {model} {name} K={k}: {problem}", file=sys.stderr)
                 n = 1 if math.isnan(tb) or tb + tl > args.max_repeat_s else args.repeats
                 tb = math.nan if b is None else median(timed(batched)[1] for _ in range(n))
                 tl = median(timed(looped)[1] for _ in range(n))
@@ -194,11 +196,13 @@ def main() -> None:
                 print(f"[{time.perf_counter() - t0:7.1f}s] {model:5s} {name:7s} K={k:<3d} batched"
                       f" {tb:.4f}s loop {tl:.4f}s ×{tl / tb:.2f} err {err:.1e} (n={n}, load"
                       f" {load:.1f})", file=sys.stderr)  # fmt: skip
+                rows.sort(key=lambda r: (r["model"] != "mlp", NAMES.index(r["learner"]),
+                                         r["steps"]))  # fmt: skip
                 with open(csv_path, "w", newline="") as f:
                     writer = csv.DictWriter(f, fieldnames=COLUMNS)
                     writer.writeheader()
                     writer.writerows(rows)
-    info["total runtime"] = f"{time.perf_counter() - t0:.0f} s"
+    info["runtime of this invocation"] = f"{time.perf_counter() - t0:.0f} s"
     write_markdown(args.out / "meta_grad_speed.md", rows, info, args)
     print(f"done in {time.perf_counter() - t0:.0f}s; wrote {args.out}", file=sys.stderr)
 

@@ -1,13 +1,15 @@
 # Two entry points for a fresh clone; each creates or refreshes the virtual environment first.
-#   make repro   run the whole pipeline (dvc repro)
-#   make test    lint, format check and the test suite (what CI runs)
+#   make repro      run the whole pipeline (dvc repro): the papers' protocols, a GPU job
+#   make repro-cpu  the CPU recipe: every learner and benchmark in under two hours on 2 cores,
+#                   data from METALEARN_DATA_MIRROR (default ../shared/datasets)
+#   make test       lint, format check and the test suite (what CI runs)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # DVC runs each stage's `python ...` from PATH: the venv's must come first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install repro test mlflow-ui
+.PHONY: install repro repro-cpu test mlflow-ui
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +21,10 @@ install: $(STAMP)
 
 repro: $(STAMP)
 	$(VENV)/bin/dvc repro
+
+repro-cpu: $(STAMP)
+	METALEARN_DATA_MIRROR="$${METALEARN_DATA_MIRROR:-$(abspath ../shared/datasets)}" \
+		$(PY) -m metalearn.recipe cpu
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -3,16 +3,20 @@
 import math
 
 import mlflow
+import polars as pl
 import pytest
 import torch
 
 from metalearn import paths
 from metalearn.config import load_config
 from metalearn.data.episodes import load_episodes
+from metalearn.models import init_params
 from metalearn.stages import run_episodify, run_evaluate, run_train
-from metalearn.training import NonFiniteError, meta_train
+from metalearn.training import NonFiniteError, Task, meta_train
 
 TINY = [
+    "algo.steps=2",
+    "algo.maml.steps=null",
     "train.iterations=4",
     "train.val_every=2",
     "train.meta_batch=2",
@@ -77,3 +81,23 @@ def test_non_finite_loss_stops_training_and_keeps_earlier_outputs(workdir):
 def test_evaluate_without_a_model_names_the_stage_to_run(workdir):
     with pytest.raises(FileNotFoundError, match=r"run train@imaml-cosmixture-shot50"):
         run_evaluate(load_config(TINY), "imaml", "cosmixture-shot50")
+
+
+def test_scratch_keeps_the_initialisation(workdir):
+    cfg = load_config(TINY)
+    source = load_episodes(paths.episodes("cosmixture-shot50"))
+    result = meta_train(cfg, "scratch", "cosmixture-shot50", source, torch.device("cpu"))
+    task = Task.build(cfg, source)
+    init = init_params(task.model, torch.Generator().manual_seed(cfg.train.seed))
+    assert all(torch.equal(result.params[k], init[k]) for k in init)
+    assert [row["iteration"] for row in result.curve] == [0]
+    assert run_train(cfg, "scratch", "cosmixture-shot50")["iterations"] == 0
+
+
+def test_a_benchmark_entry_sets_its_own_protocol(workdir):
+    entry = "pipeline.benchmarks.cosmixture-shot50"
+    cfg = load_config([*TINY, f"+{entry}.train.iterations=3", f"+{entry}.algo.maml.iterations=5"])
+    assert run_train(cfg, "fomaml", "cosmixture-shot50")["iterations"] == 3
+    assert run_train(cfg, "maml", "cosmixture-shot50")["iterations"] == 5
+    curve = pl.read_csv(paths.train_curve("maml", "cosmixture-shot50"))
+    assert curve["iteration"].to_list() == [1, 2, 3, 4, 5]

@@ -9,14 +9,17 @@ Precedence, lowest to highest:
 
 1. ``params.yaml``;
 2. the overrides given to :func:`load_config` (a stage's command line, see :func:`split_cli`);
-3. per learner, ``algo.<learner>.<key>`` when not null over the shared ``algo.<key>``
-   (``steps`` and ``inner_lr``, see :func:`learner_options`); at meta-test, ``eval.steps`` when
-   not null over the learner's training ``steps`` (see :func:`eval_steps`).
+3. per benchmark, the keys its ``pipeline.benchmarks.<name>`` entry sets (:func:`benchmark_config`);
+4. per learner, ``algo.<learner>.<key>`` when not null over the shared ``algo.<key>``
+   (``steps`` and ``inner_lr``, see :func:`learner_options`) within the same scope (top level or
+   benchmark entry); at meta-test, ``algo.<learner>.eval_steps``, then ``eval.steps``, then the
+   learner's training ``steps`` (see :func:`eval_steps`).
 
 Error policy: every problem is a :class:`ConfigError` (a ``ValueError``) raised while loading, so a
 stage fails before doing any work, with a message that names the dotted key, the bad value and what
 is allowed, e.g. ``algo.steps = 0: must be an integer >= 1``. Nothing is filled in silently: every
-key is required (``null`` where documented as optional), and unknown keys are errors everywhere,
+key is required (``null`` where documented as optional; a benchmark entry's override sections may
+be left out), and unknown keys are errors everywhere,
 including keys added with Hydra's ``+key=value`` form. Typing is strict: an integer is accepted for
 a float, but neither a bool nor a float is accepted for an integer.
 
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 
 PARAMS_FILE = "params.yaml"
 
-Learner = Literal["maml", "fomaml", "reptile", "imaml", "adjoint"]
+Learner = Literal["maml", "fomaml", "reptile", "imaml", "adjoint", "pretrain", "scratch"]
 LEARNERS: tuple[str, ...] = get_args(Learner)
 
 # The selector arguments of a stage script; everything else on its command line is an override.
@@ -75,10 +78,13 @@ RANGE_OR_POINT = {"ordered": "<="}  # lo == hi: a fixed value instead of a sampl
 
 @dataclass(frozen=True)
 class LearnerSection:
-    """``algo.<learner>``: overrides of the shared inner loop; null = use ``algo.<key>``."""
+    """``algo.<learner>``: per-learner values of shared keys; null = use the shared key
+    (``algo.steps``, ``algo.inner_lr``, ``eval.steps``, ``train.iterations``)."""
 
     steps: int | None = field(metadata=AT_LEAST_1)
     inner_lr: float | None = field(metadata=POSITIVE)
+    eval_steps: int | None = field(metadata=AT_LEAST_1)
+    iterations: int | None = field(metadata=AT_LEAST_1)  # over train.iterations
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,8 @@ class AlgoConfig:
     reptile: LearnerSection
     imaml: IMAMLSection
     adjoint: AdjointSection
+    pretrain: LearnerSection
+    scratch: LearnerSection
 
 
 @dataclass(frozen=True)
@@ -259,7 +267,9 @@ class FewShotSetting:
 
     ways: int = field(metadata={"ge": 2})
     shots: int = field(metadata=AT_LEAST_1)
-    queries: int = field(metadata=AT_LEAST_1)
+    queries: int = field(metadata=AT_LEAST_1)  # per class, in the fixed meta-val/test tasks
+    # per class in meta-training tasks; null = queries
+    train_queries: int | None = field(metadata=AT_LEAST_1)
 
 
 @dataclass(frozen=True)
@@ -292,12 +302,22 @@ class DataConfig:
     miniimagenet: MiniImageNetConfig
 
 
+#: The sections a benchmark's entry may override (see :func:`benchmark_config`).
+OVERRIDABLE = ("algo", "model", "train", "eval")
+
+
 @dataclass(frozen=True)
 class BenchmarkEntry:
-    """``pipeline.benchmarks.<name>``: the parts of the name, spelled out for dvc.yaml."""
+    """``pipeline.benchmarks.<name>``: the parts of the name, spelled out for dvc.yaml, and the
+    benchmark's own protocol: optional partial ``algo``/``model``/``train``/``eval`` sections
+    whose keys replace the top-level ones for this benchmark only (:func:`benchmark_config`)."""
 
     dataset: str
     setting: str
+    algo: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -371,6 +391,8 @@ def _describe(tp: Any, rules: Mapping[str, Any] = _NO_RULES) -> str:
     """What ``tp`` with ``rules`` allows, in words, after 'must be'."""
     if dataclasses.is_dataclass(tp):
         return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
+    if tp is Any:
+        return "any value"
     if (inner := _optional_inner(tp)) is not None:
         return "null or " + _describe(inner, rules)
     origin, args = get_origin(tp), get_args(tp)
@@ -412,6 +434,9 @@ def _build(
         hints = get_type_hints(tp)
         built = {}
         for f in dataclasses.fields(tp):
+            if f.name not in value and f.default_factory is not dataclasses.MISSING:
+                built[f.name] = f.default_factory()  # an optional section, absent
+                continue
             if f.name not in value:
                 raise ConfigError(f"missing key '{_join(path, f.name)}'")
             built[f.name] = _build(hints[f.name], value[f.name], _join(path, f.name), f.metadata)
@@ -447,6 +472,9 @@ def _build(
         if len(value) < rules.get("min_len", 0):
             fail()
         return {k: _build(args[1], v, _join(path, k)) for k, v in value.items()}
+
+    if tp is Any:  # checked by whoever reads it (a benchmark's overrides: benchmark_config)
+        return value
 
     # Scalars.
     if origin is Literal:
@@ -486,19 +514,68 @@ def _check_config(cfg: Config) -> None:
                 f"{entry.setting}}}: must be {{dataset: {dataset}, setting: {setting}}} "
                 "to match the name"
             )
+        effective = benchmark_config(cfg, name)
         available = dataset_config(cfg, dataset).meta_test_tasks
-        if cfg.eval.tasks > available:
+        if effective.eval.tasks > available:
             raise ConfigError(
-                f"eval.tasks = {cfg.eval.tasks}: benchmark {name!r} has only {available} "
+                f"eval.tasks = {effective.eval.tasks}: benchmark {name!r} has only {available} "
                 f"meta-test tasks (data.{dataset}); lower eval.tasks"
             )
-    if cfg.train.device == "cuda":
-        import torch
+        if effective.train.device == "cuda":
+            import torch
 
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                "train.device = 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'"
-            )
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    f"train.device = 'cuda' (benchmark {name!r}) but no CUDA GPU is visible; "
+                    "use 'auto' or 'cpu'"
+                )
+
+
+def _merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, mapping into mapping; other values are replaced."""
+    merged = dict(base)
+    for key, value in changes.items():
+        old = merged.get(key)
+        both = isinstance(old, Mapping) and isinstance(value, Mapping)
+        merged[key] = _merge(old, value) if both else value
+    return merged
+
+
+# A per-learner key and the shared key it refines: (learner key, (section, shared key)).
+_REFINED = (("steps", ("algo", "steps")), ("inner_lr", ("algo", "inner_lr")))
+_REFINED += (("eval_steps", ("eval", "steps")), ("iterations", ("train", "iterations")))
+
+
+def benchmark_config(cfg: Config, benchmark: str) -> Config:
+    """The config that stages of ``benchmark`` run with: the top-level ``algo``, ``model``,
+    ``train`` and ``eval`` sections with the benchmark entry's sections merged over them.
+
+    Precedence, lowest to highest (the scope first, then the learner within a scope):
+    ``algo.<key>`` < ``algo.<learner>.<key>`` < ``pipeline.benchmarks.<b>.algo.<key>``
+    < ``pipeline.benchmarks.<b>.algo.<learner>.<key>`` (likewise ``eval.steps`` and
+    ``algo.<learner>.eval_steps``). So a benchmark that sets ``algo.steps`` sets it for every
+    learner, even one with its own top-level ``algo.<learner>.steps``.
+    """
+    if benchmark not in cfg.pipeline.benchmarks:
+        known = ", ".join(cfg.pipeline.benchmarks)
+        raise ConfigError(f"benchmark {benchmark!r} is not in pipeline.benchmarks ({known})")
+    entry = cfg.pipeline.benchmarks[benchmark]
+    changes = {s: getattr(entry, s) for s in OVERRIDABLE if getattr(entry, s)}
+    if not changes:
+        return cfg
+    data = dataclasses.asdict(cfg)
+    for section, values in changes.items():
+        data[section] = _merge(data[section], values)
+    algo_changes = changes.get("algo", {})
+    for key, (section, shared) in _REFINED:
+        if shared in changes.get(section, {}):
+            for learner in LEARNERS:  # the benchmark's shared key beats top-level learner keys
+                if key not in (algo_changes.get(learner) or {}):
+                    data["algo"][learner][key] = None
+    try:
+        return _build(Config, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"pipeline.benchmarks.{benchmark} (its overrides): {e}") from None
 
 
 def build_config(data: Mapping[str, Any]) -> Config:
@@ -618,20 +695,33 @@ def learner_options(cfg: Config, learner: str) -> dict[str, Any]:
     """Keyword arguments for ``metalearn.algorithms.make(learner, **options)``: ``steps`` and
     ``inner_lr`` (``algo.<learner>.<key>`` when not null, else ``algo.<key>``) plus the learner's
     own keys (imaml: lam, cg_steps; adjoint: scheme, trajectory, checkpoint_every). ``algo.adapt``
-    is not included: the caller turns it into ``adapt_keys`` for its model."""
+    is not included: the caller turns it into ``adapt_keys`` for its model. ``cfg`` is a
+    benchmark's config (:func:`benchmark_config`) when the benchmark overrides keys."""
     if learner not in LEARNERS:
         raise ConfigError(f"unknown learner {learner!r} (valid: {', '.join(LEARNERS)})")
     section = getattr(cfg.algo, learner)
     options = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
-    for f in dataclasses.fields(LearnerSection):
-        if options[f.name] is None:
-            options[f.name] = getattr(cfg.algo, f.name)
+    del options["eval_steps"], options["iterations"]  # see eval_steps(), iterations()
+    for key in ("steps", "inner_lr"):
+        if options[key] is None:
+            options[key] = getattr(cfg.algo, key)
     return options
 
 
+def iterations(cfg: Config, learner: str) -> int:
+    """Meta-training iterations: ``algo.<learner>.iterations`` when not null, else
+    ``train.iterations``."""
+    own = getattr(cfg.algo, learner).iterations
+    return own if own is not None else cfg.train.iterations
+
+
 def eval_steps(cfg: Config, learner: str) -> int:
-    """Inner steps at meta-test: ``eval.steps`` when not null, else the learner's training K."""
-    return cfg.eval.steps if cfg.eval.steps is not None else learner_options(cfg, learner)["steps"]
+    """Inner steps at meta-test: ``algo.<learner>.eval_steps``, else ``eval.steps``, else the
+    learner's training K (the first that is not null)."""
+    for steps in (getattr(cfg.algo, learner).eval_steps, cfg.eval.steps):
+        if steps is not None:
+            return steps
+    return learner_options(cfg, learner)["steps"]
 
 
 def split_cli(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -674,10 +764,12 @@ __all__ = [
     "SyntheticSetting",
     "TrainConfig",
     "all_benchmarks",
+    "benchmark_config",
     "build_config",
     "dataset_config",
     "default_params_path",
     "eval_steps",
+    "iterations",
     "learner_options",
     "load_config",
     "parse_benchmark",

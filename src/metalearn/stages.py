@@ -7,16 +7,18 @@ leaves earlier results as they were.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import polars as pl
 import torch
 
-from metalearn import paths, tracking
+from metalearn import paths
 from metalearn.config import (
     Config,
     ConfigError,
+    benchmark_config,
     dataset_config,
     eval_steps,
     load_config,
@@ -29,7 +31,6 @@ from metalearn.data.episodes import episodify, load_episodes
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.io import atomic_dir, atomic_file, read_json, write_json
 from metalearn.metrics import mean_ci
-from metalearn.report import write_report
 from metalearn.training import NonFiniteError, Task, build_learner, meta_train, to_device
 
 
@@ -64,6 +65,9 @@ def torch_runtime(cfg: Config) -> torch.device:
 def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     """Meta-train; write the model, the training curve and the metrics file (with the MLflow
     run id, so outputs restored from DVC's cache still point to their run)."""
+    from metalearn import tracking  # MLflow takes seconds to import: only where it is used
+
+    cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
     device = torch_runtime(cfg)
     with tracking.train_run(cfg, learner, benchmark, source.meta) as log:
@@ -74,7 +78,7 @@ def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
         "mlflow_run_id": run_id,
         "device": str(device),
         "seconds": round(result.seconds, 3),
-        "iterations": cfg.train.iterations,
+        "iterations": final["iteration"],  # 0 for a learner that is not meta-trained
         **{k: v for k, v in final.items() if k != "iteration"},
     }
     with atomic_file(paths.model(learner, benchmark)) as tmp:
@@ -94,6 +98,9 @@ def load_params(learner: str, benchmark: str) -> dict[str, torch.Tensor]:
 
 def run_evaluate(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     """Score the trained parameters on the first ``eval.tasks`` fixed meta-test tasks."""
+    from metalearn import tracking
+
+    cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
     device = torch_runtime(cfg)
     task = Task.build(cfg, source)
@@ -103,9 +110,11 @@ def run_evaluate(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     n = cfg.eval.tasks
     tasks = to_device(((sx[:n], sy[:n]), (qx[:n], qy[:n])), device)
     meta_tester = build_learner(cfg, learner, steps)
+    start = time.perf_counter()
     scores = per_task_scores(
         meta_tester, task.loss_fn, task.predict, params, tasks, task.loss_kind
     ).cpu()
+    seconds = time.perf_counter() - start
     metric = METRICS[task.loss_kind]
     mean, ci = mean_ci(scores, cfg.eval.confidence)
     run_id = read_json(paths.train_metrics(learner, benchmark))["mlflow_run_id"]
@@ -117,6 +126,9 @@ def run_evaluate(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
         "confidence": cfg.eval.confidence,
         "tasks": n,
         "steps": steps,
+        "seconds": round(seconds, 3),
+        "architecture": source.architecture,
+        "counts": source.meta.get("counts"),  # the data behind the benchmark, for the report
         "mlflow_run_id": run_id,
     }
     per_task = paths.eval_per_task(learner, benchmark)
@@ -132,6 +144,8 @@ def run_evaluate(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
 
 
 def run_report(cfg: Config) -> dict[str, Any]:
+    from metalearn.report import write_report  # matplotlib only here
+
     return write_report(cfg)
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from metalearn.algorithms import MetaLearner, make
-from metalearn.config import Config, learner_options
+from metalearn.config import Config, iterations, learner_options
 from metalearn.data.episodes import TaskSource
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.functional import Params
@@ -78,12 +78,14 @@ def meta_train(
     device: torch.device,
     on_metrics: MetricsCallback | None = None,
 ) -> TrainResult:
-    """Meta-train ``learner_name`` on ``source`` for ``cfg.train.iterations`` outer steps.
+    """Meta-train ``learner_name`` on ``source`` for its ``iterations`` (config) outer steps.
 
     Each step samples ``meta_batch`` tasks from a generator seeded by ``train.seed`` (same seed,
     same numbers), takes the learner's mean meta-gradient over them (one ``vmap``) and steps
     Adam with ``meta_lr``. Every ``val_every`` steps the meta-val tasks are scored. Raises
-    :class:`NonFiniteError` naming the learner, benchmark and iteration on a NaN/inf.
+    :class:`NonFiniteError` naming the learner, benchmark and iteration on a NaN/inf. A learner
+    that is not meta-trained (``scratch``) keeps the initialisation: its curve is one
+    meta-val point at iteration 0.
     """
     task = Task.build(cfg, source)
     learner = build_learner(cfg, learner_name)
@@ -98,7 +100,16 @@ def meta_train(
 
     result = TrainResult(params={})
     start = time.perf_counter()
-    steps = range(1, cfg.train.iterations + 1)
+    if not learner.meta_trained:
+        scores = per_task_scores(
+            learner, task.loss_fn, task.predict, params, val_tasks, task.loss_kind
+        )
+        row = {f"meta_val_{metric}": float(scores.mean())}
+        result.curve.append({"iteration": 0, **row})
+        if on_metrics is not None:
+            on_metrics(0, row)
+    last = iterations(cfg, learner_name) if learner.meta_trained else 0
+    steps = range(1, last + 1)
     bar = tqdm(steps, desc=f"train {learner_name} on {benchmark}", disable=not sys.stderr.isatty())
     for iteration in bar:
         support, query = to_device(source.sample_train(cfg.train.meta_batch, tasks_rng), device)
@@ -108,7 +119,7 @@ def meta_train(
             p.grad = grads[name]
         optimizer.step()
         row = {"meta_train_loss": float(loss)}
-        if iteration % cfg.train.val_every == 0 or iteration == cfg.train.iterations:
+        if iteration % cfg.train.val_every == 0 or iteration == last:
             scores = per_task_scores(
                 learner, task.loss_fn, task.predict, params, val_tasks, task.loss_kind
             )

@@ -92,7 +92,7 @@ def unrolled_meta_grad(loss_fn, params, support, query, steps, inner_lr, adapt=N
 
 
 def rel_err(x: dict[str, Tensor], y: dict[str, Tensor]) -> float:
-    """``||x - y|| / ||y||`` over all keys together."""
+    """``||x - y|| / ||y||`` over all keys together (``||x - y||`` when ``y`` is zero)."""
     num = sum(((x[k] - y[k]) ** 2).sum() for k in y)
     den = sum((y[k] ** 2).sum() for k in y)
-    return float((num / den).sqrt())
+    return float((num / den).sqrt()) if den > 0 else float(num.sqrt())

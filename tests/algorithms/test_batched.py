@@ -28,12 +28,15 @@ def test_batched_equals_loop_on_mlp(name, adapt):
     looped, looped_loss = learner.looped_meta_grad_and_loss(mlp_loss, params, support, query)
     assert rel_err(batched, looped) < 1e-12
     assert torch.allclose(batched_loss, looped_loss, rtol=1e-12)
-    # a mean over tasks, not any single task
-    first = learner.meta_grad(mlp_loss, params, *[tuple(t[0] for t in s) for s in (support, query)])
-    assert rel_err(first, looped) > 1e-3
+    if learner.meta_trained:  # a mean over tasks, not any single task (scratch's is zero)
+        first = learner.meta_grad(
+            mlp_loss, params, *[tuple(t[0] for t in s) for s in (support, query)]
+        )
+        assert rel_err(first, looped) > 1e-3
 
 
-@pytest.mark.parametrize("name", NAMES)
+# pretrain joins a task's support and query examples; a quadratic task is a matrix, not examples
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "pretrain"])
 def test_batched_equals_loop_on_quadratics(name):
     gen = torch.Generator().manual_seed(2)
     support, query = stack_tasks([quadratic_task(10, gen) for _ in range(5)])

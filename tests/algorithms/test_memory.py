@@ -7,6 +7,7 @@ import sys
 
 SCRIPT = r"""
 import json, resource, torch
+torch.set_num_threads(1)  # the tests run single-threaded (conftest.py); 2 threads spin on this VM
 from metalearn.algorithms import make
 torch.manual_seed(0)
 width, n = 384, 64  # about 150k float64 parameters: 1.2 MB a state

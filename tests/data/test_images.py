@@ -120,8 +120,8 @@ def omniglot_section(
     train: int = 6, val: int = 3, test: int = 3, rotations: bool = True, seed: int = 0, **settings
 ) -> OmniglotConfig:
     settings = settings or {
-        "way3shot1": FewShotSetting(ways=3, shots=1, queries=2),
-        "way3shot2": FewShotSetting(ways=3, shots=2, queries=3),
+        "way3shot1": FewShotSetting(ways=3, shots=1, queries=2, train_queries=None),
+        "way3shot2": FewShotSetting(ways=3, shots=2, queries=3, train_queries=None),
     }
     return dataclasses.replace(
         params_sections()[0],
@@ -136,7 +136,9 @@ def omniglot_section(
 
 
 def mini_section(**settings) -> MiniImageNetConfig:
-    settings = settings or {"way3shot1": FewShotSetting(ways=3, shots=1, queries=2)}
+    settings = settings or {
+        "way3shot1": FewShotSetting(ways=3, shots=1, queries=2, train_queries=None)
+    }
     return dataclasses.replace(
         params_sections()[1], seed=0, val_tasks=4, test_tasks=5, settings=settings
     )
@@ -298,8 +300,8 @@ def test_not_enough_characters_says_how_many(omniglot_raw, tmp_path):
 
 def test_not_enough_classes_or_images_names_numbers_and_keys(omniglot_raw, tmp_path):
     section = omniglot_section(
-        way4shot1=FewShotSetting(ways=4, shots=1, queries=1),
-        way2shot3=FewShotSetting(ways=2, shots=3, queries=4),
+        way4shot1=FewShotSetting(ways=4, shots=1, queries=1, train_queries=None),
+        way2shot3=FewShotSetting(ways=2, shots=3, queries=4, train_queries=None),
     )
     with pytest.raises(ValueError, match=r"settings\.way4shot1\.ways.*ways = 4.*meta-val.*only 3"):
         it.episodify(section, "omniglot", "way4shot1", omniglot_raw, tmp_path)
@@ -307,7 +309,10 @@ def test_not_enough_classes_or_images_names_numbers_and_keys(omniglot_raw, tmp_p
         it.episodify(section, "omniglot", "way2shot3", omniglot_raw, tmp_path)
     # rotated copies are not extra characters for a task: 3 characters x 4 < 4 ways
     section = omniglot_section(
-        train=3, val=4, test=4, way4shot1=FewShotSetting(ways=4, shots=1, queries=1)
+        train=3,
+        val=4,
+        test=4,
+        way4shot1=FewShotSetting(ways=4, shots=1, queries=1, train_queries=None),
     )
     with pytest.raises(ValueError, match=r"meta-train split has only 3 classes.*train = 3"):
         it.episodify(section, "omniglot", "way4shot1", omniglot_raw, tmp_path)
@@ -441,8 +446,8 @@ def test_miniimagenet_split_grouping_and_normalisation(mini, mini_raw):
 
 def test_miniimagenet_setting_too_big(mini_raw, tmp_path):
     section = mini_section(
-        way4shot1=FewShotSetting(ways=4, shots=1, queries=1),
-        way2shot5=FewShotSetting(ways=2, shots=5, queries=2),
+        way4shot1=FewShotSetting(ways=4, shots=1, queries=1, train_queries=None),
+        way2shot5=FewShotSetting(ways=2, shots=5, queries=2, train_queries=None),
     )
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -450,6 +455,22 @@ def test_miniimagenet_setting_too_big(mini_raw, tmp_path):
         it.episodify(section, "miniimagenet", "way4shot1", mini_raw[0], tmp_path / "a")
     with pytest.raises(ValueError, match=r"5 \+ 2 = 7.*6 images"):
         it.episodify(section, "miniimagenet", "way2shot5", mini_raw[0], tmp_path / "b")
+
+
+def test_train_queries_size_meta_training_tasks_only(mini_raw, tmp_path):
+    """MAML's reference code samples K query images per class in meta-training; the fixed
+    meta-test tasks keep ``queries``."""
+    section = mini_section(
+        way2shot1=FewShotSetting(ways=2, shots=1, queries=4, train_queries=1),
+        way2shot2=FewShotSetting(ways=2, shots=2, queries=1, train_queries=5),
+    )
+    source = build(section, "miniimagenet", "way2shot1", mini_raw[0], tmp_path / "a")
+    (xs, _), (xq, _) = source.sample_train(3, gen(0))
+    assert xs.shape[1] == 2 and xq.shape[1] == 2 * 1
+    assert source.fixed_tasks("test")[1][0].shape[1] == 2 * 4
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ValueError, match=r"train_queries = 2 \+ 5 = 7.*6 images"):
+        it.episodify(section, "miniimagenet", "way2shot2", mini_raw[0], tmp_path / "b")
 
 
 def test_old_numpy_module_names_load(tmp_path):
@@ -638,10 +659,12 @@ def test_mirror_episodify(tmp_path, capsys, benchmark, overrides, classes):
     section = getattr(cfg.data, source.meta["dataset"])
     size, channels = (28, 1) if benchmark.startswith("omniglot") else (84, 3)
     assert (source.image_size, source.in_channels, source.n_classes) == (size, channels, 5)
+    train_queries = 1 if benchmark.startswith("omniglot") else 15  # params.yaml: MAML's code
     support, query = source.sample_train_episodes(16, gen(0))
-    check_task_invariants(support, query, 5, 1, 15)
+    check_task_invariants(support, query, 5, 1, train_queries)
     (xs, ys), (xq, yq) = source.sample_train(4, gen(0))
-    assert xs.shape == (4, 5, channels, size, size) and xq.shape == (4, 75, channels, size, size)
+    assert xs.shape == (4, 5, channels, size, size)
+    assert xq.shape == (4, 5 * train_queries, channels, size, size)
     train_classes = set(source.classes["train"]["class"].to_list())
     for split in ("val", "test"):
         sup, qry = source.fixed_episodes(split)

@@ -49,6 +49,8 @@ class MetaLearner(ABC):
     name: ClassVar[str]
     #: Options a subclass accepts beyond ``steps``, ``inner_lr`` and ``adapt_keys``.
     options: ClassVar[tuple[str, ...]] = ()
+    #: False for a baseline whose ``theta`` is not learned (meta-training is skipped).
+    meta_trained: ClassVar[bool] = True
 
     def __init__(
         self, steps: int, inner_lr: float, adapt_keys: Iterable[str] | None = None

@@ -222,8 +222,8 @@ def _setting_error(dataset: str, setting: str, key: str, why: str, fix: str) -> 
 def _check_setting(
     dataset: str, setting: str, spec: Any, tables: dict[str, pl.DataFrame], where: dict[str, str]
 ) -> None:
-    """Every split has >= ways classes, every class >= shots + queries images."""
-    need = spec.shots + spec.queries
+    """Every split has >= ways classes, every class >= shots + queries images (meta-train:
+    shots + train_queries)."""
     for split in SPLITS:
         table = tables[split]
         n_base = table["class"].n_unique()  # rotations of a character never share a task
@@ -236,17 +236,21 @@ def _check_setting(
                 f"{n_base} classes ({where[split]})",
                 f"lower ways to <= {n_base} or give the split more classes",
             )
+        key, queries = "queries", spec.queries
+        if split == "train" and spec.train_queries is not None:
+            key, queries = "train_queries", spec.train_queries
+        need = spec.shots + queries
         small = table.filter(pl.col("count") < need)
         if small.height:
             row = small.sort("count").row(0, named=True)
             raise _setting_error(
                 dataset,
                 setting,
-                "shots / queries",
-                f"shots + queries = {spec.shots} + {spec.queries} = {need} images per class, but "
+                f"shots / {key}",
+                f"shots + {key} = {spec.shots} + {queries} = {need} images per class, but "
                 f"{small.height} {_SPLIT_WORDS[split]} classes have fewer (e.g. {row['name']}: "
                 f"{row['count']} images)",
-                f"lower shots or queries to a sum <= {int(table['count'].min())}",
+                f"lower shots or {key} to a sum <= {int(table['count'].min())}",
             )
 
 
@@ -360,6 +364,8 @@ def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) ->
         "ways": spec.ways,
         "shots": spec.shots,
         "queries": spec.queries,
+        # query images per class in meta-training (the MAML reference code uses K on Omniglot)
+        "train_queries": spec.train_queries if spec.train_queries is not None else spec.queries,
         **fields,
         "counts": {
             "images": n_images,
@@ -379,8 +385,8 @@ class ImageSource:
 
     Batches are ``x [n, m, C, S, S]`` float32 (normalised as ``meta["normalization"]`` says) and
     ``y [n, m]`` int64 labels in ``0..ways-1``, ``m = ways * shots`` (support) or
-    ``ways * queries`` (query). The uint8 images stay in memory (MiniImageNet: memory-mapped);
-    only the images of a batch are converted to float.
+    ``ways * queries`` (query; ``ways * train_queries`` in meta-training). The uint8 images
+    stay in memory (MiniImageNet: memory-mapped); only a batch's images are converted to float.
     """
 
     architecture: Literal["conv4"] = "conv4"
@@ -389,6 +395,7 @@ class ImageSource:
     def __init__(self, path: str | Path, meta: dict[str, Any]) -> None:
         self.path, self.meta = Path(path), meta
         self.ways, self.shots, self.queries = meta["ways"], meta["shots"], meta["queries"]
+        self.train_queries = meta.get("train_queries", self.queries)
         self.n_classes = self.ways
         self.in_channels = int(meta["channels"])
         self.image_size = int(meta["image_size"])
@@ -435,7 +442,7 @@ class ImageSource:
     ) -> tuple[Episodes, Episodes]:
         """The indices behind :meth:`sample_train` (same generator use)."""
         return sample_episodes(
-            self.train_classes, n_tasks, self.ways, self.shots, self.queries, generator
+            self.train_classes, n_tasks, self.ways, self.shots, self.train_queries, generator
         )
 
     def sample_train(self, n_tasks: int, generator: torch.Generator) -> tuple[Batch, Batch]:

@@ -68,12 +68,28 @@ def test_default_path_found_from_the_working_directory(tmp_path, monkeypatch):
     assert load_config().train.seed == 1234
 
 
-def test_default_path_prefers_dvc_root(tmp_path, monkeypatch):
+def test_default_path_prefers_the_working_directory_over_dvc_root(tmp_path, monkeypatch):
+    """A temporary or queued experiment runs in a copy whose params.yaml has the -S changes,
+    while DVC sets DVC_ROOT to the parent repository."""
+    parent, copy = tmp_path / "repo", tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "x"
+    for root, seed in ((parent, 1), (copy, 2)):
+        data = raw_params()
+        data["train"]["seed"] = seed
+        root.mkdir(parents=True, exist_ok=True)
+        write_params(root, data)
+    monkeypatch.setenv("DVC_ROOT", str(parent))
+    monkeypatch.chdir(copy)
+    assert load_config().train.seed == 2
+
+
+def test_default_path_falls_back_to_dvc_root(tmp_path, monkeypatch):
     data = raw_params()
     data["train"]["seed"] = 99
-    write_params(tmp_path, data)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.chdir(PARAMS.parent)
+    (tmp_path / "root").mkdir()
+    write_params(tmp_path / "root", data)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "root"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # no params.yaml above it
     assert load_config().train.seed == 99
 
 

@@ -589,14 +589,17 @@ def build_config(data: Mapping[str, Any]) -> Config:
 
 
 def default_params_path() -> Path:
-    """``$DVC_ROOT/params.yaml`` if ``DVC_ROOT`` is set (inside ``dvc repro``), else the first
-    ``params.yaml`` from the working directory upwards, else the one of this source checkout."""
-    if root := os.environ.get("DVC_ROOT"):
-        return Path(root).resolve() / PARAMS_FILE
+    """The first ``params.yaml`` from the working directory upwards, else ``$DVC_ROOT``'s, else
+    the one of this source checkout. DVC runs a stage in its repository's root, and for a
+    temporary or queued experiment (``dvc exp run --temp`` / ``--queue``) in a copy under
+    ``.dvc/tmp/`` whose ``params.yaml`` holds the ``-S`` changes, while ``DVC_ROOT`` names the
+    parent repository: the working directory is the one to trust."""
     cwd = Path.cwd().resolve()
     for directory in (cwd, *cwd.parents):
         if (directory / PARAMS_FILE).is_file():
             return directory / PARAMS_FILE
+    if root := os.environ.get("DVC_ROOT"):
+        return Path(root).resolve() / PARAMS_FILE
     return Path(__file__).resolve().parents[2] / PARAMS_FILE
 
 

@@ -223,13 +223,13 @@ def test_dataset_edit_reruns_only_that_datasets_stages(repo):
 
 
 def test_exp_run_reruns_training_and_is_listed(repo):
-    ran = stages_run(run(repo, "dvc", "exp", "run", "-S", "algo.steps=2", "-n", "steps2"))
+    ran = stages_run(run(repo, "dvc", "exp", "run", "-S", "algo.steps=3", "-n", "steps3"))
     assert ran and all(s.split("@")[0] in ("train", "evaluate", "report") for s in ran)
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
-    assert "steps2" in json.dumps(shown)
+    assert "steps3" in json.dumps(shown)
     with sqlite3.connect(repo / "mlflow.db") as db:
         names = {v for (v,) in db.execute("select value from tags where key='dvc_experiment'")}
-    assert "steps2" in names
+    assert "steps3" in names
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ from metalearn import published
 from metalearn.config import load_config
 from metalearn.report import (
     FAMILIES,
+    changes_from_default,
     family_table,
     protocol_differences,
     protocol_table,
@@ -95,6 +96,53 @@ def test_protocol_table_shows_per_learner_budgets():
     cfg = load_config([f"{entry}.train.iterations=30", f"{entry}.algo.maml.iterations=70"])
     text = protocol_table(cfg, results_for(["cosmixture-shot50"], MEANS))
     assert (
-        "| cosmixture-shot50 | 5; 50; 50 | 5, 50 | 0.01 | 16 | 30 (maml 70) | MLP [40, 40] |"
-        in text
+        "| cosmixture-shot50 | 5/50/50/50/50 | 5/50/50/50/50 | 0.01 | 16 | 30 (maml 70) "
+        "| MLP [40, 40] |" in text
     )
+
+
+def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
+    """The whole report from hand-made outputs of all 16 benchmarks x 7 learners."""
+    import json
+
+    import polars as pl
+
+    from metalearn import paths
+    from metalearn.recipe import RECIPES
+    from metalearn.report import write_report
+
+    cfg = load_config(RECIPES["cpu"].overrides)
+    for b in cfg.pipeline.benchmarks:
+        higher = b.startswith(("omniglot", "miniimagenet"))
+        for i, name in enumerate(cfg.pipeline.learners):
+            mean = 0.5 + 0.05 * i if higher else 0.3 - 0.02 * i
+            r = result(mean, higher) | {"mlflow_run_id": "none", "seconds": 1.0}
+            for path, data in (
+                (paths.eval_metrics(name, b), r),
+                (paths.train_metrics(name, b), {"device": "cpu", "seconds": 2.0}),
+            ):
+                (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / path).write_text(json.dumps(data))
+            curve = tmp_path / paths.train_curve(name, b)
+            curve.parent.mkdir(parents=True, exist_ok=True)
+            rows = [0] if name == "scratch" else [1, 2]
+            metric = f"meta_val_{r['metric']}"
+            pl.DataFrame({"iteration": rows, metric: [mean] * len(rows)}).write_csv(curve)
+    summary = write_report(cfg, root=tmp_path, log_plots=False)
+    text = (tmp_path / paths.SUMMARY_MD).read_text()
+    for title in ("Collaborative filtering", "Few-shot classification", "Synthetic regression"):
+        assert f"### {title}" in text
+    assert "| omniglot-way5shot1 | 1/1/5/16/1 | 3/3/5/16/3 | 0.4 | 32 | 40 (maml 2000) |" in text
+    assert summary["provenance"]["train_seconds"] == 2.0 * 7 * 16
+    assert len(list((tmp_path / paths.PLOTS).glob("*.png"))) == 2 * 16
+
+
+def test_changes_from_the_default_protocol_name_key_value_and_benchmarks():
+    entry = "++pipeline.benchmarks.omniglot-way5shot1"
+    cfg = load_config(["train.meta_lr=0.01", f"{entry}.model.filters=32"])
+    results = results_for(["omniglot-way5shot1", "cosmixture-shot50"], MEANS)
+    lines = changes_from_default(cfg, load_config(), results)
+    assert "`train.meta_lr` = 0.01 (default 0.001): every benchmark" in lines
+    assert "`model.filters` = 32 (default 64): omniglot-way5shot1" in lines
+    assert len(lines) == 2
+    assert changes_from_default(load_config(), load_config(), results) == []

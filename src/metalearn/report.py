@@ -9,6 +9,7 @@ benchmark (also logged to that benchmark's MLflow runs).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -40,6 +41,7 @@ Results = dict[str, dict[str, dict[str, Any]]]  # benchmark -> learner -> eval m
 
 META_LEARNERS = ("maml", "fomaml", "reptile", "imaml", "adjoint")
 BASELINE = "scratch"  # every meta-learner must beat it
+PARAMS_NAME = "params.yaml"
 OMNIGLOT_TARGET = ("omniglot-way5shot1", "maml", 0.95)  # issue 5: MAML >= 95 % on 5-way 1-shot
 
 # A published row -> our learner of the same name.
@@ -171,6 +173,10 @@ def sanity_checks(results: Results) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- tables
 
 
+def _tasks(results: Results, benchmark: str) -> int:
+    return max(r["tasks"] for r in results[benchmark].values())
+
+
 def _cell(r: dict[str, Any], percent: bool) -> str:
     scale, digits = (100, 1) if percent else (1, 3)
     return f"{scale * r['mean']:.{digits}f} ± {scale * r['ci']:.{digits}f}"
@@ -188,6 +194,11 @@ def family_table(family: Family, results: Results, cfg: Config) -> str:
     published ones for the same columns."""
     columns = [(b, h) for b, h in zip(family.columns, family.headers, strict=True) if b in results]
     learners = list(cfg.pipeline.learners)
+    most = max(_tasks(results, b) for b in results)
+    columns = [  # a column scored on fewer tasks than the others says so
+        (b, h if _tasks(results, b) == most else f"{h} ({_tasks(results, b)} tasks)")
+        for b, h in columns
+    ]
     lines = [f"### {family.title}", ""]
     lines += ["| learner | " + " | ".join(h for _, h in columns) + " |"]
     lines += ["|---|" + "---|" * len(columns)]
@@ -237,21 +248,20 @@ def protocol_table(cfg: Config, results: Results) -> str:
     """What ran per benchmark: K in training and at meta-test, step size, meta-batch, iterations,
     model, and the data it saw."""
     lines = [
-        "| benchmark | K train (MAML; iMAML; others) | K test | α | meta-batch | iterations "
-        "| model | data |",
+        "| benchmark | K train (" + "/".join(META_LEARNERS) + ") | K test | α | meta-batch "
+        "| iterations | model | data |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for benchmark in results:
         bcfg = benchmark_config(cfg, benchmark)
-        k = {name: learner_options(bcfg, name)["steps"] for name in ("maml", "imaml", "fomaml")}
-        k_test = sorted({eval_steps(bcfg, n) for n in cfg.pipeline.learners})
+        k = "/".join(str(learner_options(bcfg, n)["steps"]) for n in META_LEARNERS)
+        k_test = "/".join(str(eval_steps(bcfg, n)) for n in META_LEARNERS)
         lr = learner_options(bcfg, "maml")["inner_lr"]
         first = next(iter(results[benchmark].values()))
         conv = first.get("architecture", "mlp") == "conv4"
         model = f"Conv4, {bcfg.model.filters} filters" if conv else f"MLP {bcfg.model.hidden}"
         lines.append(
-            f"| {benchmark} | {k['maml']}; {k['imaml']}; {k['fomaml']} "
-            f"| {', '.join(map(str, k_test))} | {lr:g} | {bcfg.train.meta_batch} "
+            f"| {benchmark} | {k} | {k_test} | {lr:g} | {bcfg.train.meta_batch} "
             f"| {_iterations_words(bcfg, cfg.pipeline.learners)} | {model} "
             f"| {_data_words(first.get('counts'))} |"
         )
@@ -310,6 +320,64 @@ def protocol_differences(cfg: Config, results: Results) -> list[str]:
         if found:
             notes.append(f"{benchmark}: " + "; ".join(found))
     return notes
+
+
+def default_config(root: Path) -> Config | None:
+    """The committed ``params.yaml`` (git ``HEAD``): the default protocol an experiment's ``-S``
+    changes depart from; None outside git."""
+    from omegaconf import OmegaConf
+
+    from metalearn.config import ConfigError, build_config
+
+    text = _git("show", f"HEAD:{PARAMS_NAME}", root=root)
+    if text == "unknown":
+        return None
+    try:
+        return build_config(OmegaConf.to_container(OmegaConf.create(text)))
+    except (ConfigError, ValueError):
+        return None  # an older params.yaml that today's schema rejects
+
+
+def _protocol_leaves(cfg: Config, benchmark: str) -> dict[str, Any]:
+    """The keys a benchmark's stages read, flattened: algo, model, train, eval, the dataset's
+    shared keys and its own setting."""
+    bcfg = benchmark_config(cfg, benchmark)
+    dataset, setting = parse_benchmark(cfg, benchmark)
+    data = dataclasses.asdict(getattr(bcfg.data, dataset))
+    data["settings"] = {setting: data["settings"][setting]}
+    tree = {s: dataclasses.asdict(getattr(bcfg, s)) for s in ("algo", "model", "train", "eval")}
+    leaves: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}", value)
+        else:
+            leaves[prefix] = list(node) if isinstance(node, tuple) else node
+
+    for section, node in tree.items():
+        walk(section, node)
+    walk(f"data.{dataset}", data)
+    return leaves
+
+
+def changes_from_default(cfg: Config, default: Config, results: Results) -> list[str]:
+    """Every key whose value differs from the default protocol, with the benchmarks it applies
+    to (all of them: "every benchmark")."""
+    changed: dict[tuple[str, str, str], list[str]] = {}
+    for benchmark in results:
+        if benchmark not in default.pipeline.benchmarks:
+            continue
+        ours, theirs = _protocol_leaves(cfg, benchmark), _protocol_leaves(default, benchmark)
+        for key, value in ours.items():
+            if value != theirs.get(key):
+                changed.setdefault((key, repr(value), repr(theirs.get(key))), []).append(benchmark)
+    lines = []
+    for (key, value, was), benchmarks in changed.items():
+        where = "every benchmark" if len(benchmarks) == len(results) else ", ".join(benchmarks)
+        show = lambda text: text.replace("None", "null").strip("'")  # noqa: E731
+        lines.append(f"`{key}` = {show(value)} (default {show(was)}): {where}")
+    return lines
 
 
 def _count(counts: dict[str, Any], unit: str) -> int | None:
@@ -435,17 +503,23 @@ def provenance_line(p: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------- write
 
 
-def markdown(cfg: Config, results: Results, checks: dict[str, Any], prov: dict[str, Any]) -> str:
+def markdown(
+    cfg: Config,
+    results: Results,
+    checks: dict[str, Any],
+    prov: dict[str, Any],
+    default: Config | None = None,
+) -> str:
     confidence = cfg.eval.confidence
-    tasks = sorted({r["tasks"] for by in results.values() for r in by.values()})
+    most = max(_tasks(results, b) for b in results)
     parts = [
         "# Results",
         "",
         provenance_line(prov),
         "",
-        f"Each cell: mean over {', '.join(map(str, tasks))} fixed meta-test tasks ± the "
-        f"{confidence:.0%} Student-t half-width; best learner in bold; † marks a meta-learner "
-        "that does not beat the `scratch` baseline there.",
+        f"Each cell: mean over the benchmark's first {most} fixed meta-test tasks (fewer where a "
+        f"column says so) ± the {confidence:.0%} Student-t half-width; best learner in bold; † "
+        "marks a meta-learner that does not beat the `scratch` baseline there.",
         "",
     ]
     placed: set[str] = set()
@@ -457,11 +531,15 @@ def markdown(cfg: Config, results: Results, checks: dict[str, Any], prov: dict[s
         parts.append(other_table(rest, results, cfg))
     parts += ["### Sanity checks", ""]
     bad = checks["not_beating_scratch"]
-    parts.append(
-        "- Every meta-learner beats `scratch` on every benchmark."
-        if not bad
-        else f"- Not better than `scratch` ({len(bad)} cells, marked †): {', '.join(bad)}."
-    )
+    if not bad:
+        parts.append("- Every meta-learner beats `scratch` on every benchmark.")
+    else:
+        by_benchmark: dict[str, list[str]] = {}
+        for cell in bad:
+            learner, _, benchmark = cell.partition("-")
+            by_benchmark.setdefault(benchmark, []).append(learner)
+        where = "; ".join(f"{b}: {', '.join(names)}" for b, names in by_benchmark.items())
+        parts.append(f"- Not better than `scratch` ({len(bad)} cells, marked †): {where}.")
     if om := checks.get("omniglot_maml"):
         verdict = "reached" if om["ok"] else "NOT reached"
         parts.append(
@@ -472,6 +550,12 @@ def markdown(cfg: Config, results: Results, checks: dict[str, Any], prov: dict[s
     if diffs := protocol_differences(cfg, results):
         parts += ["### Differences from the papers' protocols", ""]
         parts += [f"- {d}" for d in diffs] + [""]
+    if default is not None and (changes := changes_from_default(cfg, default, results)):
+        parts += [
+            f"### Changes from the default protocol (`params.yaml` at `{prov['commit']}`)",
+            "",
+        ]
+        parts += [f"- {c}" for c in changes] + [""]
     return "\n".join(parts)
 
 
@@ -486,7 +570,7 @@ def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> di
             bar_chart(benchmark, by_learner, plots / f"{benchmark}-test.png")
             curves_chart(cfg, benchmark, plots / f"{benchmark}-curves.png", root)
     with atomic_file(root / paths.SUMMARY_MD) as tmp:
-        tmp.write_text(markdown(cfg, results, checks, prov))
+        tmp.write_text(markdown(cfg, results, checks, prov, default_config(root)))
     write_json(root / paths.SUMMARY_JSON, summary)
     if log_plots:
         _log_plots(results, root / paths.PLOTS)

@@ -1,0 +1,316 @@
+"""Efficiency of the meta-gradients (issue 6): time and peak memory of one batched meta-gradient
+against the inner steps K, its accuracy against exact MAML, and throughput against ``higher``.
+
+The problems have the shapes of two benchmarks, with seeded random data (time and memory do
+not depend on the values, and accuracy is relative to MAML on the same data):
+
+* ``cf_mlp``: the collaborative-filtering MLP (100 item features -> 40 -> 40 -> 1, tanh, MSE),
+  10 support and 15 query ratings per task (MovieLens 10shot-15val);
+* ``omniglot_conv4``: Conv4 (64 filters, 28 x 28, 5 classes, cross-entropy) on 5-way 1-shot
+  tasks with one query image per class, as in the MAML protocol's meta-training.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` minus the allocation before the call;
+on CPU each point runs in a fresh process (:func:`run_point`): the kernel's peak resident set
+size of that process (``VmHWM``, reset through ``/proc/self/clear_refs`` once torch is loaded)
+over building the problem and its first meta-gradient, minus the resident size at that reset:
+the model, the data and everything the call allocates, without the interpreter and torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metalearn.algorithms import make
+from metalearn.functional import LossFn, Params
+from metalearn.models import MLP, Conv4, init_params, make_loss
+
+PROBLEMS = ("cf_mlp", "omniglot_conv4")
+
+
+@dataclass
+class Problem:
+    model: nn.Module
+    loss_fn: LossFn
+    params: Params
+    support: tuple[Tensor, Tensor]  # leading task dimension
+    query: tuple[Tensor, Tensor]
+
+
+def make_problem(
+    name: str,
+    meta_batch: int,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> Problem:
+    """A meta-batch of ``meta_batch`` tasks of problem ``name`` (one of :data:`PROBLEMS`)."""
+    g = torch.Generator().manual_seed(seed)
+    if name == "cf_mlp":
+        model: nn.Module = MLP(in_dim=100, out_dim=1, hidden=(40, 40), activation="tanh")
+        kind = "mse"
+
+        def batch(n: int) -> tuple[Tensor, Tensor]:
+            x = torch.randn(meta_batch, n, 100, generator=g) / 10  # embedding-sized features
+            return x, torch.rand(meta_batch, n, generator=g)  # ratings scaled to [0, 1]
+
+        support, query = batch(10), batch(15)
+    elif name == "omniglot_conv4":
+        model = Conv4(in_channels=1, n_classes=5, filters=64, image_size=28)
+        kind = "cross_entropy"
+
+        def batch(n: int) -> tuple[Tensor, Tensor]:
+            x = torch.rand(meta_batch, 5 * n, 1, 28, 28, generator=g)
+            y = torch.arange(5).repeat(n).expand(meta_batch, -1).contiguous()
+            return x, y
+
+        support, query = batch(1), batch(1)
+    else:
+        raise ValueError(f"unknown problem {name!r} (valid: {', '.join(PROBLEMS)})")
+
+    def to(t: Tensor) -> Tensor:
+        return t.to(device, dtype if t.is_floating_point() else t.dtype)
+
+    params = {k: to(v) for k, v in init_params(model, g).items()}
+    model.to(device, dtype)
+    support, query = tuple(map(to, support)), tuple(map(to, query))
+    return Problem(model, make_loss(model, kind), params, support, query)
+
+
+# --------------------------------------------------------------------------- time and memory
+
+
+def measure(
+    problem: Problem,
+    learner: str,
+    steps: int,
+    repeats: int = 3,
+    baseline: int | None = None,
+    **options: Any,
+):
+    """``(seconds, peak_bytes)`` of one batched meta-gradient: the median time of ``repeats``
+    calls after the first, and the peak memory over the first call above ``baseline`` (CPU: a
+    resident size whose peak was reset when it was taken; default: now)."""
+    algo = make(learner, steps=steps, inner_lr=0.01, **options)
+
+    def call() -> None:
+        algo.batched_meta_grad_and_loss(problem.loss_fn, problem.params, *_pair(problem))
+
+    cuda = problem.params[next(iter(problem.params))].is_cuda
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = _reset_peak_rss() if baseline is None else baseline
+    call()
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        peak = _status_bytes("VmHWM") - before
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2], peak
+
+
+def _pair(problem: Problem) -> tuple[Any, Any]:
+    return problem.support, problem.query
+
+
+def _status_bytes(field: str) -> int:
+    """A ``/proc/self/status`` size field (``VmRSS``, ``VmHWM``, ``VmSize``) in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}: peak memory needs Linux")
+
+
+def _reset_peak_rss() -> int:
+    """Reset the peak resident set size to the current one (Linux >= 4.0); return it."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    return _status_bytes("VmRSS")
+
+
+def run_point(
+    problem: str,
+    learner: str,
+    steps: int,
+    meta_batch: int,
+    seconds: float,
+    memory_cap: int | None = None,
+    device: str = "cpu",
+    options: dict[str, Any] | None = None,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """One (problem, learner, K) point in a fresh process, within ``seconds`` and (CPU) with
+    ``memory_cap`` more bytes of address space than the process has after its setup; running out
+    of either is a result, not an error: ``status`` is ``ok``, ``timeout`` or ``oom``."""
+    spec = {
+        "problem": problem,
+        "learner": learner,
+        "steps": steps,
+        "meta_batch": meta_batch,
+        "device": device,
+        "options": options or {},
+        "repeats": repeats,
+        "memory_cap": memory_cap,
+    }
+    row: dict[str, Any] = {k: v for k, v in spec.items() if k not in ("options", "memory_cap")}
+    row |= {"options": json.dumps(options or {}, sort_keys=True), "seconds": math.nan}
+    row["peak_bytes"] = math.nan
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "metalearn.efficiency", "point", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=seconds,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return row | {"status": "timeout"}
+    if out.returncode != 0:
+        memory = "out of memory" in out.stderr or "MemoryError" in out.stderr
+        if memory or out.returncode < 0:  # killed by a signal: the OOM killer
+            return row | {"status": "oom"}
+        raise RuntimeError(f"efficiency point {spec} failed:\n{out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return row | result | {"status": "ok"}
+
+
+def _point_main(spec: dict[str, Any]) -> None:
+    """The child side of :func:`run_point`: measure, print one JSON line."""
+    torch.set_num_threads(1)  # the tests' and the pipeline's default on CPU (README)
+    # the baseline is the process with torch loaded: a point's memory counts its model, data and
+    # workspace, so the K = 1 point is the floor the others are compared with
+    baseline = _reset_peak_rss() if spec["device"] == "cpu" else None
+    problem = make_problem(spec["problem"], spec["meta_batch"], device=spec["device"])
+    if spec.get("memory_cap"):  # on top of what is mapped now: an oversized call fails cleanly
+        cap = _status_bytes("VmSize") + int(spec["memory_cap"])
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    seconds, peak = measure(
+        problem, spec["learner"], spec["steps"], spec["repeats"], baseline, **spec["options"]
+    )
+    print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
+
+
+# ------------------------------------------------------------------------------------- accuracy
+
+
+def accuracy(problem: Problem, steps: int, variants: dict[str, dict[str, Any]]) -> dict:
+    """Relative error and cosine similarity of each variant's mean meta-gradient against MAML's
+    (the exact gradient of the K-step loop) on the same meta-batch: ``{variant: (err, cos)}``."""
+    exact = make("maml", steps=steps, inner_lr=0.01).batched_meta_grad(
+        problem.loss_fn, problem.params, *_pair(problem)
+    )
+    ref = _flat(exact)
+    out = {}
+    for name, spec in variants.items():
+        options = dict(spec)
+        learner = options.pop("learner")
+        grads = make(learner, steps=steps, inner_lr=0.01, **options).batched_meta_grad(
+            problem.loss_fn, problem.params, *_pair(problem)
+        )
+        vec = _flat(grads)
+        err = float((vec - ref).norm() / ref.norm())
+        cos = float(vec @ ref / (vec.norm() * ref.norm()).clamp_min(1e-300))
+        out[name] = (err, cos)
+    return out
+
+
+def _flat(grads: Params) -> Tensor:
+    return torch.cat([g.reshape(-1) for g in grads.values()])
+
+
+# ---------------------------------------------------------------------------------------- peers
+
+
+def higher_maml_grad(problem: Problem, steps: int, inner_lr: float) -> Params:
+    """MAML's mean meta-gradient computed with ``higher`` (one task at a time, as it works):
+    the peer reference. Needs the optional ``higher`` package."""
+    import higher
+
+    model = problem.model
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(problem.params[name])
+    model.zero_grad()
+    opt = torch.optim.SGD(model.parameters(), lr=inner_lr)
+    n = problem.support[0].shape[0]
+    for i in range(n):
+        support = tuple(t[i] for t in problem.support)
+        query = tuple(t[i] for t in problem.query)
+        with higher.innerloop_ctx(model, opt, copy_initial_weights=False) as (fmodel, diffopt):
+            for _ in range(steps):
+                diffopt.step(_module_loss(problem, fmodel, support))
+            (_module_loss(problem, fmodel, query) / n).backward()
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+
+
+def _module_loss(problem: Problem, module: Callable, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """The problem's loss through a module call (``higher``'s functional model)."""
+    x, y = batch
+    out = module(x)
+    if y.is_floating_point():
+        return (out.squeeze(-1) - y).square().mean()
+    return nn.functional.cross_entropy(out, y)
+
+
+def steps_per_second(step: Callable[[], Any], seconds: float = 5.0, least: int = 2) -> float:
+    """Meta-training steps per second of ``step`` (after one warm-up call), over about
+    ``seconds`` of wall time and at least ``least`` calls."""
+    step()
+    calls, start = 0, time.perf_counter()
+    while calls < least or time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    return calls / (time.perf_counter() - start)
+
+
+def max_rel_diff(a: Params, b: Params) -> float:
+    """``max_k max|a_k - b_k| / max_k max|b_k|``: one scale for all tensors."""
+    scale = max(float(v.abs().max()) for v in b.values()) or 1e-30
+    return max(float((a[k] - b[k]).abs().max()) for k in b) / scale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["point"])
+    parser.add_argument("spec", help="JSON: problem, learner, steps, meta_batch, device, ...")
+    args = parser.parse_args(argv)
+    _point_main(json.loads(args.spec))
+    return 0
+
+
+__all__ = [
+    "PROBLEMS",
+    "Problem",
+    "accuracy",
+    "higher_maml_grad",
+    "make_problem",
+    "max_rel_diff",
+    "measure",
+    "run_point",
+    "steps_per_second",
+]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

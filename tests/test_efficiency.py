@@ -1,0 +1,70 @@
+"""The efficiency measurements: problems, isolated points, gradient accuracy, the peer check."""
+
+import math
+
+import pytest
+import torch
+
+from metalearn.algorithms import make
+from metalearn.efficiency import (
+    accuracy,
+    higher_maml_grad,
+    make_problem,
+    max_rel_diff,
+    run_point,
+    steps_per_second,
+)
+
+
+def test_problems_have_the_benchmark_shapes():
+    mlp = make_problem("cf_mlp", meta_batch=3)
+    assert mlp.support[0].shape == (3, 10, 100) and mlp.query[1].shape == (3, 15)
+    conv = make_problem("omniglot_conv4", meta_batch=2, dtype=torch.float64)
+    assert conv.support[0].shape == (2, 5, 1, 28, 28) and conv.query[1].tolist()[0] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert conv.params["head.weight"].dtype == torch.float64
+    with pytest.raises(ValueError, match="unknown problem 'nope'"):
+        make_problem("nope", 1)
+
+
+def test_accuracy_against_maml_in_float64():
+    problem = make_problem("cf_mlp", meta_batch=4, dtype=torch.float64)
+    variants = {
+        "euler-store": {"learner": "adjoint", "scheme": "euler", "trajectory": "store"},
+        "heun-checkpoint": {"learner": "adjoint", "scheme": "heun", "trajectory": "checkpoint"},
+        "fomaml": {"learner": "fomaml"},
+    }
+    out = accuracy(problem, steps=6, variants=variants)
+    assert out["euler-store"][0] < 1e-12 and out["euler-store"][1] == pytest.approx(1.0)
+    assert 0 < out["heun-checkpoint"][0] < out["fomaml"][0]  # O(alpha^2) vs first order
+    assert -1.0 <= out["fomaml"][1] <= 1.0
+
+
+def test_a_point_runs_in_its_own_process_and_reports_what_ran_out():
+    ok = run_point("cf_mlp", "maml", steps=3, meta_batch=4, seconds=120, repeats=1)
+    assert ok["status"] == "ok" and ok["seconds"] > 0 and ok["peak_bytes"] > 0
+    assert ok["learner"] == "maml" and ok["steps"] == 3
+    oom = run_point("cf_mlp", "maml", steps=3, meta_batch=4, seconds=120, memory_cap=2**20)
+    assert oom["status"] == "oom" and math.isnan(oom["seconds"])
+    late = run_point("cf_mlp", "maml", steps=3, meta_batch=4, seconds=0.01)
+    assert late["status"] == "timeout"
+
+
+def test_higher_agrees_with_our_maml():
+    pytest.importorskip("higher")
+    problem = make_problem("cf_mlp", meta_batch=3, dtype=torch.float64)
+    ours = make("maml", steps=4, inner_lr=0.01).batched_meta_grad(
+        problem.loss_fn, problem.params, problem.support, problem.query
+    )
+    assert max_rel_diff(higher_maml_grad(problem, steps=4, inner_lr=0.01), ours) < 1e-12
+
+
+def test_steps_per_second_counts_calls():
+    calls = []
+    rate = steps_per_second(lambda: calls.append(1), seconds=0.05, least=3)
+    assert rate > 0 and len(calls) >= 4  # one warm-up, then at least `least`

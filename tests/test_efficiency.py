@@ -11,8 +11,11 @@ from metalearn.efficiency import (
     higher_maml_grad,
     make_problem,
     max_rel_diff,
+    peers,
+    plot_time_memory,
     run_point,
     steps_per_second,
+    sweep,
 )
 
 
@@ -68,3 +71,21 @@ def test_steps_per_second_counts_calls():
     calls = []
     rate = steps_per_second(lambda: calls.append(1), seconds=0.05, least=3)
     assert rate > 0 and len(calls) >= 4  # one warm-up, then at least `least`
+
+
+def test_peers_check_agreement_then_time_each_implementation():
+    rows = peers("cf_mlp", meta_batch=2, steps=2, seconds=0.05)
+    names = [r["implementation"] for r in rows]
+    assert names[:2] == ["ours, batched (vmap)", "ours, per-task loop"]
+    assert all(r["steps_per_s"] > 0 and r["max_rel_diff"] < 1e-4 for r in rows)
+
+
+def test_sweep_skips_the_larger_steps_after_a_failure(tmp_path):
+    rows = sweep({"cf_mlp": 2}, {"maml": {"learner": "maml"}}, [3, 1, 2], seconds=60,
+                 memory_cap=2**20, repeats=1)  # fmt: skip
+    assert [(r["steps"], r["status"]) for r in rows] == [
+        (1, "oom"), (2, "skipped (oom at K=1)"), (3, "skipped (oom at K=1)")
+    ]  # fmt: skip
+    ok = sweep({"cf_mlp": 2}, {"fomaml": {"learner": "fomaml"}}, [1, 2], seconds=60, repeats=1)
+    plot_time_memory(ok + rows, tmp_path / "panels.png")
+    assert (tmp_path / "panels.png").stat().st_size > 0

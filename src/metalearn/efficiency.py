@@ -212,6 +212,77 @@ def _point_main(spec: dict[str, Any]) -> None:
     print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
 
 
+def sweep(
+    problems: dict[str, int],
+    variants: dict[str, dict[str, Any]],
+    steps: list[int],
+    seconds: float,
+    memory_cap: int | None = None,
+    device: str = "cpu",
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
+    """:func:`run_point` for every problem (name -> meta-batch), variant (name -> ``learner``
+    and its options) and K in increasing order; after a variant runs out of time or memory at
+    some K, its larger K are recorded as skipped rather than tried."""
+    rows = []
+    for problem, meta_batch in problems.items():
+        for variant, spec in variants.items():
+            options = {k: v for k, v in spec.items() if k != "learner"}
+            failed: str | None = None
+            for k in sorted(steps):
+                if failed:
+                    rows.append(
+                        {"problem": problem, "variant": variant, "learner": spec["learner"],
+                         "steps": k, "meta_batch": meta_batch, "status": failed,
+                         "seconds": math.nan, "peak_bytes": math.nan}
+                    )  # fmt: skip
+                    continue
+                row = run_point(
+                    problem, spec["learner"], k, meta_batch, seconds, memory_cap, device,
+                    options, repeats,
+                )  # fmt: skip
+                rows.append({"variant": variant, **row})
+                if row["status"] != "ok":
+                    failed = f"skipped ({row['status']} at K={k})"
+    return rows
+
+
+def plot_time_memory(rows: list[dict[str, Any]], path: Any) -> None:
+    """The Adjoint MAML paper's two panels (time and memory against K), one row per problem;
+    a variant's line ends where it ran out of time or memory (marked x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    fig, axes = plt.subplots(len(problems), 2, figsize=(10, 3.6 * len(problems)), squeeze=False)
+    for (ax_time, ax_mem), problem in zip(axes, problems, strict=True):
+        for variant in dict.fromkeys(r["variant"] for r in rows if r["problem"] == problem):
+            points = [r for r in rows if (r["problem"], r["variant"]) == (problem, variant)]
+            ok = [r for r in points if r["status"] == "ok"]
+            ks = [r["steps"] for r in ok]
+            (line,) = ax_time.plot(ks, [r["seconds"] for r in ok], marker="o", label=variant)
+            ax_mem.plot(
+                ks, [r["peak_bytes"] / 2**20 for r in ok], marker="o", color=line.get_color()
+            )
+            first_fail = next((r for r in points if r["status"] in ("oom", "timeout")), None)
+            if first_fail and ok:
+                ax_time.plot(
+                    [first_fail["steps"]], [ok[-1]["seconds"]], "x", color=line.get_color()
+                )
+        ax_time.set_yscale("log")
+        for ax, label in ((ax_time, "seconds per meta-gradient"), (ax_mem, "peak memory (MiB)")):
+            ax.set_xscale("log")
+            ax.set_xlabel("inner steps K")
+            ax.set_ylabel(label)
+            ax.set_title(problem)
+        ax_time.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------------------------- accuracy
 
 
@@ -291,6 +362,69 @@ def max_rel_diff(a: Params, b: Params) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in b) / scale
 
 
+def _training_step(form: Callable[[], Params], theta: Params) -> Callable[[], None]:
+    """One meta-training step: the meta-gradient ``form()`` and an Adam update of a copy of
+    ``theta`` (the update's cost counts; the meta-gradient is always taken at ``theta``)."""
+    params = {k: nn.Parameter(v.clone()) for k, v in theta.items()}
+    optimizer = torch.optim.Adam(params.values(), lr=1e-3)
+
+    def step() -> None:
+        for k, g in form().items():
+            params[k].grad = g
+        optimizer.step()
+
+    return step
+
+
+def peers(
+    problem_name: str,
+    meta_batch: int,
+    steps: int,
+    inner_lr: float = 0.01,
+    seconds: float = 5.0,
+    device: str = "cpu",
+    tolerance: float = 1e-4,
+) -> list[dict[str, Any]]:
+    """Meta-training steps per second (meta-gradient + an Adam step) of MAML as our batched
+    path, our per-task loop and ``higher``, on identical model, tasks and float32 numerics;
+    first checks that the three meta-gradients agree to ``tolerance`` (raises otherwise)."""
+    problem = make_problem(problem_name, meta_batch, device=device)
+    learner = make("maml", steps=steps, inner_lr=inner_lr)
+    pair = _pair(problem)
+    forms: dict[str, Callable[[], Params]] = {
+        "ours, batched (vmap)": lambda: learner.batched_meta_grad_and_loss(
+            problem.loss_fn, problem.params, *pair
+        )[0],
+        "ours, per-task loop": lambda: learner.looped_meta_grad_and_loss(
+            problem.loss_fn, problem.params, *pair
+        )[0],
+    }
+    try:
+        import higher  # noqa: F401 - optional: pip install -e '.[bench]'
+
+        forms["higher"] = lambda: higher_maml_grad(problem, steps, inner_lr)
+    except ImportError:
+        pass
+    reference = forms["ours, per-task loop"]()
+    rows = []
+    for name, form in forms.items():
+        diff = max_rel_diff(form(), reference)
+        if not diff < tolerance:
+            raise RuntimeError(f"{name}: meta-gradient differs from the loop's by {diff:.2e}")
+        step = _training_step(form, problem.params)
+        rows.append(
+            {
+                "problem": problem_name,
+                "implementation": name,
+                "meta_batch": meta_batch,
+                "steps": steps,
+                "steps_per_s": steps_per_second(step, seconds),
+                "max_rel_diff": diff,
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["point"])
@@ -308,8 +442,11 @@ __all__ = [
     "make_problem",
     "max_rel_diff",
     "measure",
+    "peers",
     "run_point",
+    "plot_time_memory",
     "steps_per_second",
+    "sweep",
 ]
 
 if __name__ == "__main__":

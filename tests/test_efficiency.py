@@ -8,10 +8,12 @@ import torch
 from metalearn.algorithms import make
 from metalearn.efficiency import (
     accuracy,
+    accuracy_sweep,
     higher_maml_grad,
     make_problem,
     max_rel_diff,
     peers,
+    plot_accuracy,
     plot_time_memory,
     run_point,
     steps_per_second,
@@ -89,3 +91,14 @@ def test_sweep_skips_the_larger_steps_after_a_failure(tmp_path):
     ok = sweep({"cf_mlp": 2}, {"fomaml": {"learner": "fomaml"}}, [1, 2], seconds=60, repeats=1)
     plot_time_memory(ok + rows, tmp_path / "panels.png")
     assert (tmp_path / "panels.png").stat().st_size > 0
+
+
+def test_accuracy_sweep_rows_and_figure(tmp_path):
+    variants = {"euler": {"learner": "adjoint", "scheme": "euler"}, "fomaml": {"learner": "fomaml"}}
+    rows = accuracy_sweep({"cf_mlp": 2}, [1, 3], variants)
+    assert [(r["steps"], r["variant"]) for r in rows] == [
+        (1, "euler"), (1, "fomaml"), (3, "euler"), (3, "fomaml")
+    ]  # fmt: skip
+    assert all(r["status"] == "ok" for r in rows) and rows[2]["rel_err"] < 1e-12
+    plot_accuracy(rows, tmp_path / "accuracy.png")
+    assert (tmp_path / "accuracy.png").stat().st_size > 0

@@ -307,6 +307,61 @@ def accuracy(problem: Problem, steps: int, variants: dict[str, dict[str, Any]]) 
     return out
 
 
+def accuracy_sweep(
+    problems: dict[str, int],
+    steps: list[int],
+    variants: dict[str, dict[str, Any]],
+    dtype: torch.dtype = torch.float64,
+) -> list[dict[str, Any]]:
+    """:func:`accuracy` for every problem (name -> meta-batch) and K, in ``dtype`` (float64: the
+    errors are the methods', not round-off). Where exact MAML does not fit in memory the row's
+    error is NaN with ``status`` ``maml out of memory``."""
+    rows = []
+    for problem_name, meta_batch in problems.items():
+        problem = make_problem(problem_name, meta_batch, dtype=dtype)
+        for k in steps:
+            try:
+                found = accuracy(problem, k, variants)
+                status = "ok"
+            except (MemoryError, RuntimeError) as error:
+                if not isinstance(error, MemoryError) and "allocate" not in str(error):
+                    raise
+                found, status = {v: (math.nan, math.nan) for v in variants}, "maml out of memory"
+            for variant, (err, cos) in found.items():
+                rows.append(
+                    {"problem": problem_name, "steps": k, "variant": variant,
+                     "rel_err": err, "cosine": cos, "status": status}
+                )  # fmt: skip
+    return rows
+
+
+def plot_accuracy(rows: list[dict[str, Any]], path: Any) -> None:
+    """Relative error of each variant's meta-gradient against MAML's, against K (as the iMAML
+    paper's Figure 2a), one panel per problem."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    fig, axes = plt.subplots(1, len(problems), figsize=(5.5 * len(problems), 3.8), squeeze=False)
+    for ax, problem in zip(axes[0], problems, strict=True):
+        for variant in dict.fromkeys(r["variant"] for r in rows if r["problem"] == problem):
+            points = [r for r in rows if (r["problem"], r["variant"]) == (problem, variant)]
+            points = [r for r in points if r["status"] == "ok"]
+            errs = [max(r["rel_err"], 1e-16) for r in points]  # exact variants sit on the floor
+            ax.plot([r["steps"] for r in points], errs, marker="o", label=variant)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("inner steps K")
+        ax.set_ylabel("relative error vs exact MAML")
+        ax.set_title(problem)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _flat(grads: Params) -> Tensor:
     return torch.cat([g.reshape(-1) for g in grads.values()])
 
@@ -438,6 +493,7 @@ __all__ = [
     "PROBLEMS",
     "Problem",
     "accuracy",
+    "accuracy_sweep",
     "higher_maml_grad",
     "make_problem",
     "max_rel_diff",

@@ -18,6 +18,7 @@ from metalearn.efficiency import (
     run_point,
     steps_per_second,
     sweep,
+    targets,
 )
 
 
@@ -102,3 +103,25 @@ def test_accuracy_sweep_rows_and_figure(tmp_path):
     assert all(r["status"] == "ok" for r in rows) and rows[2]["rel_err"] < 1e-12
     plot_accuracy(rows, tmp_path / "accuracy.png")
     assert (tmp_path / "accuracy.png").stat().st_size > 0
+
+
+def test_targets_from_rows():
+    def row(variant, learner, k, seconds, mib):
+        return {"problem": "cf_mlp", "variant": variant, "learner": learner, "steps": k,
+                "seconds": seconds, "peak_bytes": mib * 2**20, "status": "ok"}  # fmt: skip
+
+    rows = [
+        *(row("maml", "maml", k, 0.01 * k, 100 + 2 * k) for k in (1, 10, 100)),
+        row("imaml", "imaml", 1, 0.1, 100), row("imaml", "imaml", 100, 1.0, 101),
+        row("adjoint", "adjoint", 1, 0.1, 100), row("adjoint", "adjoint", 100, 3.0, 140),
+    ]  # fmt: skip
+    peer = [
+        {"problem": "cf_mlp", "implementation": "ours, batched (vmap)", "steps_per_s": 20.0},
+        {"problem": "cf_mlp", "implementation": "higher", "steps_per_s": 2.0},
+    ]
+    out = targets(rows, peer)["cf_mlp"]
+    assert out["maml"]["memory_slope_mib_per_step"] == pytest.approx(2.0)
+    assert out["maml"]["r2"] == pytest.approx(1.0)
+    assert out["imaml"]["ok"] and not out["adjoint"]["ok"]  # 1.4 > 1.25
+    assert out["adjoint"]["time_over_imaml"] == pytest.approx(3.0) and not out["adjoint"]["time_ok"]
+    assert out["batched_over_higher"] == {"speedup": 10.0, "target": 3.0, "ok": True}

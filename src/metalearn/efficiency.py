@@ -480,6 +480,75 @@ def peers(
     return rows
 
 
+# -------------------------------------------------------------------------------------- targets
+
+
+def targets(time_memory: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) -> dict:
+    """Issue 6's targets, each with the measured value and whether it holds:
+
+    * each Adjoint MAML variant's peak memory at its largest measured K over its K = 1 value
+      (target <= 1.25), and the same ratio for iMAML, FOMAML and Reptile (flat);
+    * MAML's memory growth per inner step (a least-squares slope) and how linear it is (R^2);
+    * Adjoint MAML's time per meta-gradient over iMAML's at equal K (target <= 2);
+    * our batched throughput over ``higher``'s (target >= 3 on the MLP, >= 1.3 on the Conv4).
+    """
+    out: dict[str, Any] = {}
+    for problem in dict.fromkeys(r["problem"] for r in time_memory):
+        rows = [r for r in time_memory if r["problem"] == problem and r["status"] == "ok"]
+        by_variant: dict[str, list[dict[str, Any]]] = {}
+        for r in sorted(rows, key=lambda r: r["steps"]):
+            by_variant.setdefault(r["variant"], []).append(r)
+        entry: dict[str, Any] = {}
+        for variant, points in by_variant.items():
+            first, last = points[0], points[-1]
+            if first["steps"] != 1 or len(points) < 2:
+                continue
+            ratio = last["peak_bytes"] / first["peak_bytes"]
+            learner = first["learner"]
+            if learner == "maml":
+                entry[variant] = {"memory_slope_mib_per_step": _slope(points), "r2": _r2(points)}
+            else:
+                limit = 1.25 if learner in ("adjoint", "imaml", "fomaml", "reptile") else None
+                entry[variant] = {"memory_ratio": ratio, "at_steps": last["steps"],
+                                  "ok": None if limit is None else ratio <= limit}  # fmt: skip
+        imaml = {r["steps"]: r["seconds"] for r in rows if r["variant"] == "imaml"}
+        for variant, points in by_variant.items():
+            if points[0]["learner"] == "adjoint":
+                shared = [r for r in points if r["steps"] in imaml]
+                if shared:
+                    worst = max(r["seconds"] / imaml[r["steps"]] for r in shared)
+                    timing = {"time_over_imaml": worst, "time_ok": worst <= 2}
+                    entry[variant] = {**entry.get(variant, {}), **timing}
+        out[problem] = entry
+    for problem in dict.fromkeys(r["problem"] for r in peer_rows):
+        rate = {r["implementation"]: r["steps_per_s"] for r in peer_rows if r["problem"] == problem}
+        if "higher" in rate:
+            need = 3.0 if problem == "cf_mlp" else 1.3
+            speedup = rate["ours, batched (vmap)"] / rate["higher"]
+            out.setdefault(problem, {})["batched_over_higher"] = {
+                "speedup": speedup,
+                "target": need,
+                "ok": speedup >= need,
+            }
+    return out
+
+
+def _slope(points: list[dict[str, Any]]) -> float:
+    """Least-squares MiB per inner step of peak memory against K."""
+    k = torch.tensor([float(r["steps"]) for r in points])
+    m = torch.tensor([r["peak_bytes"] / 2**20 for r in points])
+    kc = k - k.mean()
+    return float((kc * (m - m.mean())).sum() / kc.square().sum())
+
+
+def _r2(points: list[dict[str, Any]]) -> float:
+    k = torch.tensor([float(r["steps"]) for r in points])
+    m = torch.tensor([r["peak_bytes"] / 2**20 for r in points])
+    fit = m.mean() + _slope(points) * (k - k.mean())
+    total = (m - m.mean()).square().sum()
+    return float(1 - (m - fit).square().sum() / total) if total > 0 else 1.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["point"])
@@ -503,6 +572,7 @@ __all__ = [
     "plot_time_memory",
     "steps_per_second",
     "sweep",
+    "targets",
 ]
 
 if __name__ == "__main__":

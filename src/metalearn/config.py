@@ -727,6 +727,21 @@ def eval_steps(cfg: Config, learner: str) -> int:
     return learner_options(cfg, learner)["steps"]
 
 
+def flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested mappings as one ``{"a.b.c": leaf}`` mapping."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            flat[prefix] = node
+
+    walk("", tree)
+    return flat
+
+
 def split_cli(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     """Split a stage's arguments into the selectors (``learner=<name>``, ``benchmark=<name>``)
     and the Hydra overrides (everything else, e.g. ``algo.steps=100``)."""
@@ -772,6 +787,7 @@ __all__ = [
     "dataset_config",
     "default_params_path",
     "eval_steps",
+    "flatten",
     "iterations",
     "learner_options",
     "load_config",

@@ -31,6 +31,7 @@ from metalearn.config import (  # noqa: E402
     Config,
     benchmark_config,
     eval_steps,
+    flatten,
     iterations,
     learner_options,
     parse_benchmark,
@@ -346,19 +347,8 @@ def _protocol_leaves(cfg: Config, benchmark: str) -> dict[str, Any]:
     data = dataclasses.asdict(getattr(bcfg.data, dataset))
     data["settings"] = {setting: data["settings"][setting]}
     tree = {s: dataclasses.asdict(getattr(bcfg, s)) for s in ("algo", "model", "train", "eval")}
-    leaves: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(f"{prefix}.{key}", value)
-        else:
-            leaves[prefix] = list(node) if isinstance(node, tuple) else node
-
-    for section, node in tree.items():
-        walk(section, node)
-    walk(f"data.{dataset}", data)
-    return leaves
+    leaves = flatten({**tree, "data": {dataset: data}})
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in leaves.items()}  # as in YAML
 
 
 def changes_from_default(cfg: Config, default: Config, results: Results) -> list[str]:

@@ -21,7 +21,7 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from metalearn.config import Config
+from metalearn.config import Config, flatten
 
 EXPERIMENT = "metalearn"
 
@@ -64,18 +64,7 @@ def flat_params(cfg: Config, learner: str, episodes_meta: Mapping[str, Any]) -> 
         "train": dataclasses.asdict(cfg.train),
         "data": dict(episodes_meta),
     }
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}", v)
-        else:
-            flat[prefix] = node
-
-    for name, section in sections.items():
-        walk(name, section)
-    return flat
+    return flatten(sections)
 
 
 def _git_revision() -> str:

@@ -249,20 +249,21 @@ def protocol_table(cfg: Config, results: Results) -> str:
     """What ran per benchmark: K in training and at meta-test, step size, meta-batch, iterations,
     model, and the data it saw."""
     lines = [
-        "| benchmark | K train (" + "/".join(META_LEARNERS) + ") | K test | α | meta-batch "
-        "| iterations | model | data |",
+        "| benchmark | K train (" + "/".join(META_LEARNERS) + ") | K test "
+        "| α (one, or per learner) | meta-batch | iterations | model | data |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for benchmark in results:
         bcfg = benchmark_config(cfg, benchmark)
         k = "/".join(str(learner_options(bcfg, n)["steps"]) for n in META_LEARNERS)
         k_test = "/".join(str(eval_steps(bcfg, n)) for n in META_LEARNERS)
-        lr = learner_options(bcfg, "maml")["inner_lr"]
+        rates = [learner_options(bcfg, n)["inner_lr"] for n in META_LEARNERS]
+        lr = "/".join(f"{r:g}" for r in rates) if len(set(rates)) > 1 else f"{rates[0]:g}"
         first = next(iter(results[benchmark].values()))
         conv = first.get("architecture", "mlp") == "conv4"
         model = f"Conv4, {bcfg.model.filters} filters" if conv else f"MLP {bcfg.model.hidden}"
         lines.append(
-            f"| {benchmark} | {k} | {k_test} | {lr:g} | {bcfg.train.meta_batch} "
+            f"| {benchmark} | {k} | {k_test} | {lr} | {bcfg.train.meta_batch} "
             f"| {_iterations_words(bcfg, cfg.pipeline.learners)} | {model} "
             f"| {_data_words(first.get('counts'))} |"
         )

@@ -5,6 +5,11 @@ meta-training samples from, under data/episodes/<benchmark>/.
 """
 
 import sys
+from pathlib import Path
+
+# This checkout's code, not an installed copy's: a queued or temporary experiment
+# (dvc exp run --queue/--temp) runs in a copy under .dvc/tmp and must run that copy's code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from metalearn.stages import main, run_episodify
 

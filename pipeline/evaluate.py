@@ -4,6 +4,11 @@ python pipeline/evaluate.py learner=imaml benchmark=cosmixture-shot50 [eval.step
 """
 
 import sys
+from pathlib import Path
+
+# This checkout's code, not an installed copy's: a queued or temporary experiment
+# (dvc exp run --queue/--temp) runs in a copy under .dvc/tmp and must run that copy's code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from metalearn.stages import main, run_evaluate
 

@@ -1,5 +1,6 @@
 """The files that must agree with each other: params.yaml, the README's table, dvc.yaml, paths."""
 
+import ast
 import json
 import re
 import subprocess
@@ -68,20 +69,42 @@ def test_dvc_yaml_paths_match_paths_module():
     assert names(report["metrics"]) == {str(paths.SUMMARY_JSON)}
 
 
-# What a stage script imports, in a fresh interpreter; the dataset modules and the report are
-# imported at run time (metalearn.data.episodes.MODULES, stages.run_report), so they count too.
+# What a stage script imports, in a fresh interpreter, plus what its stage function imports when
+# it runs (stages.py imports lazily) and, through metalearn.data.episodes, the dataset modules.
 IMPORTS = r"""
 import importlib, importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("stage", sys.argv[1])
 spec.loader.exec_module(importlib.util.module_from_spec(spec))
-from metalearn.data.episodes import MODULES
-for name in {*MODULES.values(), *sys.argv[2:]}:
+names = set(sys.argv[2:])
+if "metalearn.data.episodes" in names:
+    from metalearn.data.episodes import MODULES
+    names |= set(MODULES.values())
+for name in names:
     importlib.import_module(name)
 print(json.dumps(sorted(
     m.__file__ for name, m in sys.modules.items()
     if name.startswith("metalearn") and getattr(m, "__file__", None)
 )))
 """
+
+
+def runtime_imports(stage: str) -> list[str]:
+    """The metalearn modules imported inside ``stages.run_<stage>`` and the helpers it calls."""
+    tree = ast.parse((ROOT / "src/metalearn/stages.py").read_text())
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    todo, seen, found = [f"run_{stage}"], set(), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        for node in ast.walk(functions[name]):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("metalearn"):
+                found |= {f"{node.module}.{a.name}" if node.module == "metalearn" else node.module
+                          for a in node.names}  # fmt: skip
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                todo.append(node.func.id)
+    return sorted(found)
 
 
 def test_each_stage_depends_on_the_code_it_runs():
@@ -92,9 +115,8 @@ def test_each_stage_depends_on_the_code_it_runs():
         body = stage.get("do", stage)
         script = body["cmd"].split()[1]
         assert script in body["deps"], name
-        extra = ["metalearn.report"] if name == "report" else []
         out = subprocess.run(
-            [sys.executable, "-c", IMPORTS, str(ROOT / script), *extra],
+            [sys.executable, "-c", IMPORTS, str(ROOT / script), *runtime_imports(name)],
             capture_output=True, text=True, check=True, cwd=ROOT,
         )  # fmt: skip
         deps = [ROOT / d for d in body["deps"]]
@@ -104,6 +126,8 @@ def test_each_stage_depends_on_the_code_it_runs():
             assert covered, f"stage {name} runs {path.relative_to(ROOT)} but does not depend on it"
     train = dvc["train"]["deps"]
     assert "src/metalearn/report.py" not in train and "src/metalearn" not in train
+    assert "metalearn.report" in runtime_imports("report")
+    assert {"metalearn.training", "metalearn.tracking"} <= set(runtime_imports("train"))
 
 
 def test_the_learner_names_agree():

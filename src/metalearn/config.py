@@ -327,6 +327,42 @@ class PipelineConfig:
     benchmarks: dict[str, BenchmarkEntry] = field(metadata={"min_len": 1})
 
 
+#: The problems of the efficiency stage (:mod:`metalearn.efficiency`): the shapes of two benchmarks.
+EFFICIENCY_PROBLEMS = ("cf_mlp", "omniglot_conv4")
+
+
+@dataclass(frozen=True)
+class EfficiencyVariant:
+    """``efficiency.variants.<name>``: a meta-learner and the options it is built with (e.g. the
+    adjoint's ``scheme`` and ``trajectory``); ``steps`` and ``inner_lr`` come from the stage."""
+
+    learner: Literal["maml", "fomaml", "reptile", "imaml", "adjoint"]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PeerProblem:
+    meta_batch: int = field(metadata=AT_LEAST_1)
+    steps: int = field(metadata=AT_LEAST_1)
+
+
+@dataclass(frozen=True)
+class EfficiencyConfig:
+    """``efficiency``: what the efficiency stage measures (README "Efficiency")."""
+
+    device: Literal["auto", "cpu", "cuda"]
+    steps: list[int] = field(metadata={"ge": 1, "min_len": 1, "unique": True})
+    meta_batch: dict[str, int] = field(metadata={"min_len": 1})  # problem -> tasks per step
+    variants: dict[str, EfficiencyVariant] = field(metadata={"min_len": 1})
+    seconds: float = field(metadata=POSITIVE)  # a point's budget, its process start included
+    memory_gib: float = field(metadata=POSITIVE)  # a point's address-space budget (CPU)
+    repeats: int = field(metadata=AT_LEAST_1)
+    accuracy_steps: list[int] = field(metadata={"ge": 1, "min_len": 1, "unique": True})
+    accuracy_meta_batch: int = field(metadata=AT_LEAST_1)
+    peers: dict[str, PeerProblem]
+    peer_seconds: float = field(metadata=POSITIVE)
+
+
 @dataclass(frozen=True)
 class Config:
     pipeline: PipelineConfig
@@ -335,6 +371,7 @@ class Config:
     train: TrainConfig
     eval: EvalConfig
     data: DataConfig
+    efficiency: EfficiencyConfig
 
 
 # ------------------------------------------------------------------------------------- validation
@@ -497,6 +534,7 @@ def _build(
 
 def _check_config(cfg: Config) -> None:
     """The rules that involve more than one key."""
+    _check_efficiency(cfg.efficiency)
     used = {entry.dataset for entry in cfg.pipeline.benchmarks.values()}
     if set(cfg.pipeline.datasets) != used:
         raise ConfigError(
@@ -529,6 +567,23 @@ def _check_config(cfg: Config) -> None:
                     f"train.device = 'cuda' (benchmark {name!r}) but no CUDA GPU is visible; "
                     "use 'auto' or 'cpu'"
                 )
+
+
+def _check_efficiency(eff: EfficiencyConfig) -> None:
+    valid = ", ".join(EFFICIENCY_PROBLEMS)
+    for key, table in (("meta_batch", eff.meta_batch), ("peers", eff.peers)):
+        for problem, value in table.items():
+            if problem not in EFFICIENCY_PROBLEMS:
+                raise ConfigError(f"unknown problem 'efficiency.{key}.{problem}' (valid: {valid})")
+            if isinstance(value, int) and value < 1:
+                raise ConfigError(f"efficiency.{key}.{problem} = {value}: must be an integer >= 1")
+    if eff.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "efficiency.device = 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'"
+            )
 
 
 def _merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -656,7 +711,7 @@ def load_config(overrides: Sequence[str] = (), params_path: str | Path | None = 
 # ------------------------------------------------------------------------------------ consumers
 
 
-def resolve_device(train: TrainConfig) -> "torch.device":
+def resolve_device(train: "TrainConfig | EfficiencyConfig") -> "torch.device":
     """``train.device`` as a torch device: ``auto`` is CUDA when a GPU is visible, else CPU."""
     import torch
 

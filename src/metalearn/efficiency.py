@@ -21,22 +21,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 from torch import Tensor, nn
 
 from metalearn.algorithms import make
+from metalearn.config import EFFICIENCY_PROBLEMS, ConfigError, EfficiencyConfig, resolve_device
 from metalearn.functional import LossFn, Params
+from metalearn.io import atomic_dir, write_json
 from metalearn.models import MLP, Conv4, init_params, make_loss
 
-PROBLEMS = ("cf_mlp", "omniglot_conv4")
+PROBLEMS = EFFICIENCY_PROBLEMS
 
 
 @dataclass
@@ -184,11 +189,13 @@ def run_point(
             text=True,
             timeout=seconds,
             check=False,
+            env=_child_env(),
         )
     except subprocess.TimeoutExpired:
         return row | {"status": "timeout"}
     if out.returncode != 0:
-        memory = "out of memory" in out.stderr or "MemoryError" in out.stderr
+        signs = ("out of memory", "MemoryError", "can't allocate memory")  # CUDA, Python, CPU
+        memory = any(sign in out.stderr for sign in signs)
         if memory or out.returncode < 0:  # killed by a signal: the OOM killer
             return row | {"status": "oom"}
         raise RuntimeError(f"efficiency point {spec} failed:\n{out.stderr[-2000:]}")
@@ -196,11 +203,27 @@ def run_point(
     return row | result | {"status": "ok"}
 
 
+def _child_env() -> dict[str, str]:
+    """This process's environment, with this copy of metalearn first on the path (a point must
+    measure the code the stage runs, not an installed copy)."""
+    src = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{path}" if path else src}
+
+
 def _point_main(spec: dict[str, Any]) -> None:
     """The child side of :func:`run_point`: measure, print one JSON line."""
     torch.set_num_threads(1)  # the tests' and the pipeline's default on CPU (README)
-    # the baseline is the process with torch loaded: a point's memory counts its model, data and
-    # workspace, so the K = 1 point is the floor the others are compared with
+    if spec["device"] == "cpu":
+        # Warm up on one task at K = 1: the kernels' code pages and torch's lazy state count in
+        # the resident size (~200 MB on the MLP) and would flatten every ratio to K = 1. The
+        # baseline is then the process as warmed up, so a point counts its model, data and
+        # workspace (memory freed by the warm-up and kept by malloc can hide up to its size).
+        tiny = make_problem(spec["problem"], 1)
+        make(spec["learner"], steps=1, inner_lr=0.01, **spec["options"]).batched_meta_grad(
+            tiny.loss_fn, tiny.params, *_pair(tiny)
+        )
+        del tiny
     baseline = _reset_peak_rss() if spec["device"] == "cpu" else None
     problem = make_problem(spec["problem"], spec["meta_batch"], device=spec["device"])
     if spec.get("memory_cap"):  # on top of what is mapped now: an oversized call fails cleanly
@@ -220,18 +243,26 @@ def sweep(
     memory_cap: int | None = None,
     device: str = "cpu",
     repeats: int = 3,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`run_point` for every problem (name -> meta-batch), variant (name -> ``learner``
     and its options) and K in increasing order; after a variant runs out of time or memory at
-    some K, its larger K are recorded as skipped rather than tried."""
-    rows = []
+    some K, its larger K are recorded as skipped rather than tried. ``on_row`` sees each row
+    (a progress bar)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
     for problem, meta_batch in problems.items():
         for variant, spec in variants.items():
             options = {k: v for k, v in spec.items() if k != "learner"}
             failed: str | None = None
             for k in sorted(steps):
                 if failed:
-                    rows.append(
+                    add(
                         {"problem": problem, "variant": variant, "learner": spec["learner"],
                          "steps": k, "meta_batch": meta_batch, "status": failed,
                          "seconds": math.nan, "peak_bytes": math.nan}
@@ -241,7 +272,7 @@ def sweep(
                     problem, spec["learner"], k, meta_batch, seconds, memory_cap, device,
                     options, repeats,
                 )  # fmt: skip
-                rows.append({"variant": variant, **row})
+                add({"variant": variant, **row})
                 if row["status"] != "ok":
                     failed = f"skipped ({row['status']} at K={k})"
     return rows
@@ -271,7 +302,11 @@ def plot_time_memory(rows: list[dict[str, Any]], path: Any) -> None:
                 ax_time.plot(
                     [first_fail["steps"]], [ok[-1]["seconds"]], "x", color=line.get_color()
                 )
-        ax_time.set_yscale("log")
+        if not any(r["problem"] == problem and r["status"] == "ok" for r in rows):
+            ax_time.text(0.5, 0.5, "no point within its budget", ha="center",
+                         transform=ax_time.transAxes)  # fmt: skip
+        else:
+            ax_time.set_yscale("log")
         for ax, label in ((ax_time, "seconds per meta-gradient"), (ax_mem, "peak memory (MiB)")):
             ax.set_xscale("log")
             ax.set_xlabel("inner steps K")
@@ -431,19 +466,9 @@ def _training_step(form: Callable[[], Params], theta: Params) -> Callable[[], No
     return step
 
 
-def peers(
-    problem_name: str,
-    meta_batch: int,
-    steps: int,
-    inner_lr: float = 0.01,
-    seconds: float = 5.0,
-    device: str = "cpu",
-    tolerance: float = 1e-4,
-) -> list[dict[str, Any]]:
-    """Meta-training steps per second (meta-gradient + an Adam step) of MAML as our batched
-    path, our per-task loop and ``higher``, on identical model, tasks and float32 numerics;
-    first checks that the three meta-gradients agree to ``tolerance`` (raises otherwise)."""
-    problem = make_problem(problem_name, meta_batch, device=device)
+def maml_forms(problem: Problem, steps: int, inner_lr: float) -> dict[str, Callable[[], Params]]:
+    """MAML's mean meta-gradient on ``problem`` three ways: our batched path, our per-task loop
+    and ``higher`` (when installed: ``pip install -e '.[bench]'``)."""
     learner = make("maml", steps=steps, inner_lr=inner_lr)
     pair = _pair(problem)
     forms: dict[str, Callable[[], Params]] = {
@@ -455,15 +480,39 @@ def peers(
         )[0],
     }
     try:
-        import higher  # noqa: F401 - optional: pip install -e '.[bench]'
+        import higher  # noqa: F401 - optional
 
         forms["higher"] = lambda: higher_maml_grad(problem, steps, inner_lr)
     except ImportError:
         pass
-    reference = forms["ours, per-task loop"]()
+    return forms
+
+
+def peers(
+    problem_name: str,
+    meta_batch: int,
+    steps: int,
+    inner_lr: float = 0.01,
+    seconds: float = 5.0,
+    device: str = "cpu",
+    tolerance: float = 1e-10,
+) -> list[dict[str, Any]]:
+    """Meta-training steps per second (meta-gradient + an Adam step) of MAML as our batched
+    path, our per-task loop and ``higher``, on identical model, tasks and float32 numerics.
+    First checks, in float64 on the same tasks, that the meta-gradients agree to ``tolerance``
+    (raises otherwise): float32 round-off through batch norm over 5 images reaches 1e-3 and
+    would hide a real difference."""
+    exact = {
+        name: form()
+        for name, form in maml_forms(
+            make_problem(problem_name, meta_batch, dtype=torch.float64), steps, inner_lr
+        ).items()
+    }
+    reference = exact["ours, per-task loop"]
+    problem = make_problem(problem_name, meta_batch, device=device)
     rows = []
-    for name, form in forms.items():
-        diff = max_rel_diff(form(), reference)
+    for name, form in maml_forms(problem, steps, inner_lr).items():
+        diff = max_rel_diff(exact[name], reference)
         if not diff < tolerance:
             raise RuntimeError(f"{name}: meta-gradient differs from the loop's by {diff:.2e}")
         step = _training_step(form, problem.params)
@@ -474,7 +523,7 @@ def peers(
                 "meta_batch": meta_batch,
                 "steps": steps,
                 "steps_per_s": steps_per_second(step, seconds),
-                "max_rel_diff": diff,
+                "max_rel_diff_float64": diff,
             }
         )
     return rows
@@ -549,6 +598,59 @@ def _r2(points: list[dict[str, Any]]) -> float:
     return float(1 - (m - fit).square().sum() / total) if total > 0 else 1.0
 
 
+# ---------------------------------------------------------------------------------------- stage
+
+
+def variant_specs(cfg: EfficiencyConfig) -> dict[str, dict[str, Any]]:
+    """``efficiency.variants`` as ``{name: {"learner": ..., **options}}``, each checked by
+    building its learner, so a bad option fails before any measurement."""
+    specs = {}
+    for name, variant in cfg.variants.items():
+        try:
+            make(variant.learner, steps=1, inner_lr=0.01, **variant.options)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"efficiency.variants.{name}: {error}") from None
+        specs[name] = {"learner": variant.learner, **variant.options}
+    return specs
+
+
+def run_stage(cfg: EfficiencyConfig, out: Path) -> dict[str, Any]:
+    """The efficiency stage: the K sweep (a fresh process per point), the accuracy sweep against
+    MAML (float64), the peer throughput; writes the CSVs and plots into ``out`` (all or nothing)
+    and returns the targets (:func:`targets`). One thread on CPU, so the implementations compare
+    per core and the points do not depend on what else the machine runs on its other cores."""
+    from tqdm import tqdm
+
+    specs = variant_specs(cfg)
+    device = str(resolve_device(cfg))
+    torch.set_num_threads(1)
+    cap = None if device == "cuda" else int(cfg.memory_gib * 2**30)
+    total = len(cfg.meta_batch) * len(specs) * len(cfg.steps)
+    with tqdm(total=total, desc="efficiency: time/memory", disable=not sys.stderr.isatty()) as bar:
+        time_memory = sweep(
+            cfg.meta_batch, specs, cfg.steps, cfg.seconds, cap, device, cfg.repeats,
+            on_row=lambda row: bar.update(),
+        )  # fmt: skip
+    others = {k: v for k, v in specs.items() if v["learner"] != "maml"}
+    problems = {p: cfg.accuracy_meta_batch for p in cfg.meta_batch}
+    grad_accuracy = accuracy_sweep(problems, cfg.accuracy_steps, others)
+    peer_rows = [
+        row
+        for problem, peer in cfg.peers.items()
+        for row in peers(problem, peer.meta_batch, peer.steps, seconds=cfg.peer_seconds,
+                         device=device)
+    ]  # fmt: skip
+    found = targets(time_memory, peer_rows)
+    with atomic_dir(out) as tmp:
+        for name, rows in (("time_memory", time_memory), ("accuracy", grad_accuracy),
+                           ("peers", peer_rows)):  # fmt: skip
+            pl.DataFrame(rows).write_csv(tmp / f"{name}.csv")
+        plot_time_memory(time_memory, tmp / "time_memory.png")
+        plot_accuracy(grad_accuracy, tmp / "accuracy.png")
+        write_json(tmp / "targets.json", found)
+    return {"device": device, "points": len(time_memory), "targets": found}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["point"])
@@ -570,9 +672,11 @@ __all__ = [
     "peers",
     "run_point",
     "plot_time_memory",
+    "run_stage",
     "steps_per_second",
     "sweep",
     "targets",
+    "variant_specs",
 ]
 
 if __name__ == "__main__":

@@ -43,3 +43,5 @@ def eval_per_task(learner: str, benchmark: str) -> Path:
 SUMMARY_JSON = Path("results/summary.json")
 SUMMARY_MD = Path("results/summary.md")
 PLOTS = Path("results/plots")
+EFFICIENCY = Path("results/efficiency")  # CSVs and plots of the efficiency stage
+EFFICIENCY_JSON = Path("results/efficiency.json")  # its targets, as DVC metrics

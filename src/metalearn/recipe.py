@@ -102,8 +102,10 @@ RECIPES = {
     ),
     "cpu": Recipe(
         "every learner on every benchmark from METALEARN_DATA_MIRROR on a 2-core CPU in under "
-        "two hours: the papers' inner loops, small meta-training budgets",
+        "two hours: the papers' inner loops, small meta-training budgets (the efficiency "
+        "stage is its own job: dvc repro efficiency)",
         CPU,
+        targets=("report",),
     ),
 }
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import polars as pl
-import torch
+from typing import TYPE_CHECKING, Any
 
 from metalearn import paths
 from metalearn.config import (
@@ -21,17 +18,19 @@ from metalearn.config import (
     benchmark_config,
     dataset_config,
     eval_steps,
+    flatten,
     load_config,
     parse_benchmark,
     resolve_device,
     split_cli,
 )
-from metalearn.data.download import DownloadError
-from metalearn.data.episodes import episodify, load_episodes
-from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.io import atomic_dir, atomic_file, read_json, write_json
-from metalearn.metrics import mean_ci
-from metalearn.training import NonFiniteError, Task, build_learner, meta_train, to_device
+
+if TYPE_CHECKING:
+    import torch
+
+# Each stage imports what it runs inside its function: a stage script loads only its own
+# modules, and dvc.yaml lists exactly those as its code deps (tests/test_project_files.py).
 
 
 def run_download(cfg: Config, dataset: str) -> dict[str, Any]:
@@ -51,12 +50,16 @@ def run_download(cfg: Config, dataset: str) -> dict[str, Any]:
 
 
 def run_episodify(cfg: Config, benchmark: str) -> dict[str, Any]:
+    from metalearn.data.episodes import episodify
+
     dataset, _ = parse_benchmark(cfg, benchmark)
     return episodify(cfg, benchmark, paths.episodes(benchmark), raw_dir=paths.raw(dataset))
 
 
 def torch_runtime(cfg: Config) -> torch.device:
     """Apply ``train.threads`` (0 keeps torch's default) and return the device to run on."""
+    import torch
+
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     return resolve_device(cfg.train)
@@ -65,7 +68,12 @@ def torch_runtime(cfg: Config) -> torch.device:
 def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     """Meta-train; write the model, the training curve and the metrics file (with the MLflow
     run id, so outputs restored from DVC's cache still point to their run)."""
+    import polars as pl
+    import torch
+
     from metalearn import tracking  # MLflow takes seconds to import: only where it is used
+    from metalearn.data.episodes import load_episodes
+    from metalearn.training import meta_train
 
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
@@ -90,6 +98,8 @@ def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
 
 
 def load_params(learner: str, benchmark: str) -> dict[str, torch.Tensor]:
+    import torch
+
     path = paths.model(learner, benchmark)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; run train@{learner}-{benchmark} first")
@@ -98,7 +108,13 @@ def load_params(learner: str, benchmark: str) -> dict[str, torch.Tensor]:
 
 def run_evaluate(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     """Score the trained parameters on the first ``eval.tasks`` fixed meta-test tasks."""
+    import polars as pl
+
     from metalearn import tracking
+    from metalearn.data.episodes import load_episodes
+    from metalearn.evaluation import METRICS, per_task_scores
+    from metalearn.metrics import mean_ci
+    from metalearn.training import Task, build_learner, to_device
 
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
@@ -149,6 +165,34 @@ def run_report(cfg: Config) -> dict[str, Any]:
     return write_report(cfg)
 
 
+def run_efficiency(cfg: Config) -> dict[str, Any]:
+    """Time and memory against K, gradient accuracy, peer throughput (README "Efficiency")."""
+    from metalearn import tracking
+    from metalearn.efficiency import run_stage
+
+    found = run_stage(cfg.efficiency, paths.EFFICIENCY)
+    numbers = {k: float(v) for k, v in flatten(found["targets"]).items() if _is_number(v)}
+    run_id = tracking.efficiency_run(cfg, numbers, paths.EFFICIENCY)
+    write_json(paths.EFFICIENCY_JSON, {**found, "mlflow_run_id": run_id})
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _loaded_errors() -> list[type[Exception]]:
+    """The fixable errors of the modules this stage loaded (one it did not load cannot raise)."""
+    found = []
+    for module, name in (
+        ("metalearn.training", "NonFiniteError"),
+        ("metalearn.data.download", "DownloadError"),
+    ):
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return found
+
+
 def main(stage: Callable[..., Any], selectors: Sequence[str], argv: Sequence[str]) -> int:
     """Entry point of a stage script: ``KEY=VALUE`` arguments, the selectors named first.
 
@@ -164,7 +208,7 @@ def main(stage: Callable[..., Any], selectors: Sequence[str], argv: Sequence[str
             raise ConfigError(f"usage: {usage} [overrides such as algo.steps=10]")
         cfg = load_config(overrides)
         result = stage(cfg, *(selected[s] for s in selectors))
-    except (ValueError, FileNotFoundError, NonFiniteError, DownloadError) as error:
+    except (ValueError, FileNotFoundError, *_loaded_errors()) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(result)

@@ -129,3 +129,17 @@ def log_to_run(run_id: str, metrics: Mapping[str, float], artifacts: list[Path] 
         mlflow.log_metrics(dict(metrics))
         for path in artifacts:
             mlflow.log_artifact(str(path))
+
+
+def efficiency_run(cfg: Config, metrics: Mapping[str, float], artifacts: Path) -> str:
+    """One MLflow run for the efficiency stage: its params, the targets' numbers, its files."""
+    tags = {
+        "stage": "efficiency",
+        "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
+        "mlflow.source.git.commit": _git_revision(),
+    }
+    with mlflow.start_run(experiment_id=_experiment_id(), run_name="efficiency", tags=tags) as run:
+        mlflow.log_params(flatten({"efficiency": dataclasses.asdict(cfg.efficiency)}))
+        mlflow.log_metrics(dict(metrics))
+        mlflow.log_artifacts(str(artifacts), artifact_path="efficiency")
+        return run.info.run_id

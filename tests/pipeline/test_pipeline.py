@@ -48,6 +48,15 @@ TINY = {
     "data.movielens100k.val_tasks": 3,
     "data.movielens100k.test_tasks": 5,
     "data.movielens100k.embedding_dim": 4,
+    # the efficiency stage: two points, one accuracy row per K, MAML throughput against peers
+    "efficiency.steps": [1, 2],
+    "efficiency.meta_batch": {"cf_mlp": 2},
+    "efficiency.variants": {"imaml": {"learner": "imaml"}},
+    "efficiency.repeats": 1,
+    "efficiency.accuracy_steps": [1],
+    "efficiency.accuracy_meta_batch": 1,
+    "efficiency.peers": {"cf_mlp": {"meta_batch": 2, "steps": 1}},
+    "efficiency.peer_seconds": 0.05,
 }
 
 
@@ -131,6 +140,7 @@ def test_repro_writes_every_output(repo):
         *(f"episodify@{b}" for b in BENCHMARKS),
         *(f"{s}@{lr}-{b}" for s in ("train", "evaluate") for lr in LEARNERS for b in BENCHMARKS),
         "report",
+        "efficiency",
     }
     manifest = json.loads((repo / "data/raw/movielens100k/manifest.json").read_text())
     assert manifest["ml-100k.zip"]["source"] == "mirror"
@@ -151,6 +161,9 @@ def test_repro_writes_every_output(repo):
     table = (repo / "results/summary.md").read_text()
     assert all(name in table for name in LEARNERS + BENCHMARKS)
     assert len(list((repo / "results/plots").glob("*.png"))) == 2 * len(BENCHMARKS)
+    efficiency = json.loads((repo / "results/efficiency.json").read_text())
+    assert efficiency["points"] == 2 and efficiency["mlflow_run_id"]
+    assert (repo / "results/efficiency/time_memory.png").is_file()
 
 
 def test_one_finished_mlflow_run_per_train_stage(repo):
@@ -161,7 +174,7 @@ def test_one_finished_mlflow_run_per_train_stage(repo):
             for run_id, key, value in db.execute("select run_uuid, key, value from tags")
         )
         metrics = {(r, k) for r, k in db.execute("select run_uuid, key from metrics")}
-    assert len(runs) == len(LEARNERS) * len(BENCHMARKS)
+    assert len(runs) == len(LEARNERS) * len(BENCHMARKS) + 1  # + the efficiency stage's
     assert {status for _, status in runs} == {"FINISHED"}
     for lr in LEARNERS:
         for b in BENCHMARKS:
@@ -203,6 +216,14 @@ def test_params_edit_makes_only_its_stages_stale(repo, key, value, expected):
     set_params(repo, {key: value})
     try:
         assert stale(repo) == {*expected, "report"}
+    finally:
+        run(repo, "git", "checkout", "-q", "params.yaml")
+
+
+def test_efficiency_edit_makes_only_that_stage_stale(repo):
+    set_params(repo, {"efficiency.steps": [1, 3]})
+    try:
+        assert stale(repo) == {"efficiency"}
     finally:
         run(repo, "git", "checkout", "-q", "params.yaml")
 
@@ -279,8 +300,10 @@ def test_mlflow_server_serves_the_runs(repo):
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert len(runs) >= len(LEARNERS) * len(BENCHMARKS)
-    for r in runs:
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    train_runs = [r for r, t in zip(runs, tags, strict=True) if t.get("stage") != "efficiency"]
+    assert len(train_runs) >= len(LEARNERS) * len(BENCHMARKS) and len(runs) > len(train_runs)
+    for r in train_runs:
         params = {p["key"]: p["value"] for p in r["data"]["params"]}
         metrics = {m["key"] for m in r["data"]["metrics"]}
         assert params["train.iterations"] == "6"

@@ -1,0 +1,16 @@
+"""Stage efficiency: results/efficiency/ (CSVs, plots) and results/efficiency.json (targets).
+
+python pipeline/efficiency.py [efficiency.steps=[1,10] ...]
+"""
+
+import sys
+from pathlib import Path
+
+# This checkout's code, not an installed copy's: a queued or temporary experiment
+# (dvc exp run --queue/--temp) runs in a copy under .dvc/tmp and must run that copy's code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from metalearn.stages import main, run_efficiency
+
+if __name__ == "__main__":
+    sys.exit(main(run_efficiency, [], sys.argv[1:]))

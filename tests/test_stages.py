@@ -101,3 +101,15 @@ def test_a_benchmark_entry_sets_its_own_protocol(workdir):
     assert run_train(cfg, "maml", "cosmixture-shot50")["iterations"] == 5
     curve = pl.read_csv(paths.train_curve("maml", "cosmixture-shot50"))
     assert curve["iteration"].to_list() == [1, 2, 3, 4, 5]
+
+
+def test_diagnostics_score_every_split_at_every_step_count(workdir, capsys):
+    from metalearn.diagnostics import main
+
+    run_train(load_config(TINY), "maml", "cosmixture-shot50")
+    assert main(["maml", "cosmixture-shot50", "--steps", "1", "4", "--tasks", "3", *TINY]) == 0
+    table = capsys.readouterr().out
+    for split in ("meta-train", "meta-val", "meta-test"):
+        assert f"| {split} | 1 | 3 |" in table and f"| {split} | 4 | 3 |" in table
+    assert main(["imaml", "cosmixture-shot50", *TINY]) == 1  # not trained: says which stage
+    assert "run train@imaml-cosmixture-shot50" in capsys.readouterr().err

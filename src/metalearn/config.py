@@ -559,14 +559,7 @@ def _check_config(cfg: Config) -> None:
                 f"eval.tasks = {effective.eval.tasks}: benchmark {name!r} has only {available} "
                 f"meta-test tasks (data.{dataset}); lower eval.tasks"
             )
-        if effective.train.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ConfigError(
-                    f"train.device = 'cuda' (benchmark {name!r}) but no CUDA GPU is visible; "
-                    "use 'auto' or 'cpu'"
-                )
+        _check_cuda(effective.train.device, f"train.device = 'cuda' (benchmark {name!r})")
 
 
 def _check_efficiency(eff: EfficiencyConfig) -> None:
@@ -577,13 +570,16 @@ def _check_efficiency(eff: EfficiencyConfig) -> None:
                 raise ConfigError(f"unknown problem 'efficiency.{key}.{problem}' (valid: {valid})")
             if isinstance(value, int) and value < 1:
                 raise ConfigError(f"efficiency.{key}.{problem} = {value}: must be an integer >= 1")
-    if eff.device == "cuda":
+    _check_cuda(eff.device, "efficiency.device = 'cuda'")
+
+
+def _check_cuda(device: str, setting: str) -> None:
+    """A ``cuda`` device needs a visible GPU; ``setting`` names the key in the message."""
+    if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError(
-                "efficiency.device = 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'"
-            )
+            raise ConfigError(f"{setting} but no CUDA GPU is visible; use 'auto' or 'cpu'")
 
 
 def _merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -128,6 +128,11 @@ def test_targets_from_rows():
     assert out["adjoint"]["time_over_imaml"] == pytest.approx(3.0) and not out["adjoint"]["time_ok"]
     assert out["batched_over_higher"] == {"speedup": 10.0, "target": 3.0, "ok": True}
 
+    # a K = 1 peak below the resolution (0 bytes) gives no ratio and no verdict, not a crash
+    zero = [row("fomaml", "fomaml", 1, 0.1, 0), row("fomaml", "fomaml", 10, 0.2, 1)]
+    flat = targets(zero, [])["cf_mlp"]["fomaml"]
+    assert flat["memory_ratio"] is None and flat["ok"] is None
+
 
 def tiny_efficiency(**changes):
     """The efficiency section of params.yaml, shrunk to seconds of work."""

@@ -552,14 +552,16 @@ def targets(time_memory: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) 
             first, last = points[0], points[-1]
             if first["steps"] != 1 or len(points) < 2:
                 continue
-            ratio = last["peak_bytes"] / first["peak_bytes"]
+            # a K = 1 peak of 0 (it fit in memory the warm-up freed) has no ratio (JSON null)
+            base = first["peak_bytes"]
+            ratio = last["peak_bytes"] / base if base > 0 else None
             learner = first["learner"]
             if learner == "maml":
                 entry[variant] = {"memory_slope_mib_per_step": _slope(points), "r2": _r2(points)}
             else:
                 limit = 1.25 if learner in ("adjoint", "imaml", "fomaml", "reptile") else None
-                entry[variant] = {"memory_ratio": ratio, "at_steps": last["steps"],
-                                  "ok": None if limit is None else ratio <= limit}  # fmt: skip
+                ok = None if limit is None or ratio is None else ratio <= limit
+                entry[variant] = {"memory_ratio": ratio, "at_steps": last["steps"], "ok": ok}
         imaml = {r["steps"]: r["seconds"] for r in rows if r["variant"] == "imaml"}
         for variant, points in by_variant.items():
             if points[0]["learner"] == "adjoint":

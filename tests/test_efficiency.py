@@ -76,10 +76,13 @@ def test_steps_per_second_counts_calls():
     calls = []
     rate = steps_per_second(lambda: calls.append(1), seconds=0.05, least=3)
     assert rate > 0 and len(calls) >= 4  # one warm-up, then at least `least`
+    calls.clear()
+    steps_per_second(lambda: calls.append(1), seconds=0.0, least=2, warm_up=False)
+    assert len(calls) == 2
 
 
 def test_peers_check_agreement_then_time_each_implementation():
-    rows = peers("cf_mlp", meta_batch=2, steps=2, seconds=0.05)
+    rows = peers("cf_mlp", meta_batch=2, steps=2, seconds=0.05, rounds=2)
     names = [r["implementation"] for r in rows]
     assert names[:2] == ["ours, batched (vmap)", "ours, per-task loop"]
     assert all(r["steps_per_s"] > 0 and r["max_rel_diff_float64"] < 1e-10 for r in rows)

@@ -3,6 +3,7 @@
     python -m metalearn.recipe --list
     python -m metalearn.recipe mirror-data          # dvc exp run -n mirror-data -S ... episodify
     python -m metalearn.recipe mirror-data --dry-run  # print that command only
+    python -m metalearn.recipe efficiency-cpu       # dvc exp run -n efficiency-cpu ... efficiency
 
 A recipe is a list of Hydra overrides (the grammar of ``dvc exp run -S``) plus the stages it
 targets; ``tests/test_recipe.py`` checks that each one yields a valid config.
@@ -86,6 +87,18 @@ CPU = [
 ]
 
 
+# The efficiency stage on a 2-core CPU in under an hour (benchmarks/README.md): every K of the
+# sweep, with one Conv4 task per meta-gradient (Adjoint MAML at K = 500 costs ~75 s a call
+# there) and one timed call after the first; one task in the float64 accuracy comparison
+# (exact MAML through 100 Conv4 steps in float64 needs ~6 GB a task).
+EFFICIENCY_CPU = [
+    "efficiency.device=cpu",
+    "efficiency.meta_batch.omniglot_conv4=1",
+    "efficiency.repeats=1",
+    "efficiency.accuracy_meta_batch=1",
+]
+
+
 @dataclass(frozen=True)
 class Recipe:
     description: str
@@ -106,6 +119,12 @@ RECIPES = {
         "stage is its own job: dvc repro efficiency)",
         CPU,
         targets=("report",),
+    ),
+    "efficiency-cpu": Recipe(
+        "the efficiency stage (time and memory against K, gradient accuracy, throughput "
+        "against higher) on a 2-core CPU in under an hour: smaller meta-batches, one timed call",
+        EFFICIENCY_CPU,
+        targets=("efficiency",),
     ),
 }
 

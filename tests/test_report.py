@@ -148,3 +148,26 @@ def test_changes_from_the_default_protocol_name_key_value_and_benchmarks():
     assert "`model.filters` = 32 (default 64): omniglot-way5shot1" in lines
     assert len(lines) == 2
     assert changes_from_default(load_config(), load_config(), results) == []
+
+
+def test_best_learner_per_benchmark_against_the_papers():
+    from metalearn.report import best_against_published, best_table
+
+    cfg = load_config([])
+    cf = results_for(published.CF, MEANS)
+    classification = results_for(["omniglot-way5shot1"], {**MEANS, "scratch": 0.97}, higher=True)
+    best = best_against_published({**cf, **classification}, cfg)
+    jester = best["jester-shot10"]  # lowest nRMSE: adjoint 0.09; Table 1: A-MAML 0.074
+    assert (jester["learner"], jester["best_published_row"]) == ("adjoint", "A-MAML")
+    assert jester["same_learner_published"] == 0.074
+    assert jester["gap_to_best"] == 0.09 - 0.074
+    omniglot = best["omniglot-way5shot1"]  # highest accuracy: scratch 97 % (no paper row)
+    assert omniglot["learner"] == "scratch" and omniglot["same_learner_published"] is None
+    assert omniglot["best_published_row"] == "iMAML, Hessian-Free"
+    assert round(omniglot["gap_to_best"], 6) == round(97.0 - 99.50, 6)
+    text = best_table(best)
+    assert "| jester-shot10 | adjoint | 0.090 ± 0.010 | 0.074 | +0.016 | 0.074 (A-MAML) |" in text
+    row = "| omniglot-way5shot1 | scratch | 97.0 ± 1.0 | – | – | 99.5 (iMAML, Hessian-Free) |"
+    row += " -2.5 |"
+    assert row in text
+    assert "alpine-shot50" not in best  # no published numbers

@@ -239,6 +239,67 @@ def family_table(family: Family, results: Results, cfg: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def best_against_published(results: Results, cfg: Config) -> dict[str, dict[str, Any]]:
+    """Per benchmark with published numbers: our best learner, the published number of the
+    same learner (its best row) and the best published number, with the gaps (ours minus
+    published, in the table's unit: % points for accuracy, nRMSE otherwise; positive is worse
+    for nRMSE, better for accuracy)."""
+    out: dict[str, dict[str, Any]] = {}
+    for family in FAMILIES:
+        scale = 100 if family.percent else 1
+        tables = family.published(cfg)
+        for b in family.columns:
+            cells = {n: row[b][0] for t in tables for n, row in t.rows.items() if b in row}
+            if b not in results or not cells:
+                continue
+            by_learner = results[b]
+            pick = max if next(iter(by_learner.values()))["higher_is_better"] else min
+            learner = pick(by_learner, key=lambda n, by=by_learner: by[n]["mean"])
+            ours = scale * by_learner[learner]["mean"]
+            paper_row = pick(cells, key=cells.__getitem__)
+            same = [v for n, v in cells.items() if PAPER_ROWS[n] == learner]
+            same_best = pick(same) if same else None
+            out[b] = {
+                "learner": learner,
+                "ours": ours,
+                "ci": scale * by_learner[learner]["ci"],
+                "same_learner_published": same_best,
+                "gap_to_same_learner": None if same_best is None else ours - same_best,
+                "best_published": cells[paper_row],
+                "best_published_row": paper_row,
+                "gap_to_best": ours - cells[paper_row],
+            }
+    return out
+
+
+def best_table(best: dict[str, dict[str, Any]]) -> str:
+    """:func:`best_against_published` as a table."""
+
+    def num(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1f}" if abs(v) >= 1 else f"{v:.3f}"
+
+    def gap(v: float | None) -> str:
+        return "–" if v is None else f"{v:+.1f}" if abs(v) >= 1 else f"{v:+.3f}"
+
+    lines = [
+        "### Best learner per benchmark against the papers",
+        "",
+        "Gaps are ours minus published, in the table's unit (accuracy in % points: negative is "
+        "worse; nRMSE: positive is worse).",
+        "",
+        "| benchmark | best here | ours | same learner, published | gap | best published "
+        "(row) | gap |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b, r in best.items():
+        lines.append(
+            f"| {b} | {r['learner']} | {num(r['ours'])} ± {num(r['ci'])} | "
+            f"{num(r['same_learner_published'])} | {gap(r['gap_to_same_learner'])} | "
+            f"{num(r['best_published'])} ({r['best_published_row']}) | {gap(r['gap_to_best'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def other_table(benchmarks: Sequence[str], results: Results, cfg: Config) -> str:
     """Benchmarks outside the paper families, in one plain table."""
     family = Family("Other benchmarks", tuple(benchmarks), tuple(benchmarks), False, lambda c: [])
@@ -500,6 +561,7 @@ def markdown(
     checks: dict[str, Any],
     prov: dict[str, Any],
     default: Config | None = None,
+    best: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     confidence = cfg.eval.confidence
     most = max(_tasks(results, b) for b in results)
@@ -520,6 +582,8 @@ def markdown(
             placed |= set(family.columns)
     if rest := [b for b in results if b not in placed]:
         parts.append(other_table(rest, results, cfg))
+    if best:
+        parts.append(best_table(best))
     parts += ["### Sanity checks", ""]
     bad = checks["not_beating_scratch"]
     if not bad:
@@ -555,13 +619,14 @@ def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> di
     results = collect(cfg, root)
     checks = sanity_checks(results)
     prov = provenance(cfg, results, root)
-    summary = {**summary_metrics(results), "checks": checks, "provenance": prov}
+    best = best_against_published(results, cfg)
+    summary = {**summary_metrics(results), "checks": checks, "best": best, "provenance": prov}
     with atomic_dir(root / paths.PLOTS) as plots:
         for benchmark, by_learner in results.items():
             bar_chart(benchmark, by_learner, plots / f"{benchmark}-test.png")
             curves_chart(cfg, benchmark, plots / f"{benchmark}-curves.png", root)
     with atomic_file(root / paths.SUMMARY_MD) as tmp:
-        tmp.write_text(markdown(cfg, results, checks, prov, default_config(root)))
+        tmp.write_text(markdown(cfg, results, checks, prov, default_config(root), best))
     write_json(root / paths.SUMMARY_JSON, summary)
     if log_plots:
         _log_plots(results, root / paths.PLOTS)

@@ -163,7 +163,7 @@ def tiny_efficiency(**changes):
 
 
 def test_stage_writes_csvs_plots_and_targets_all_at_once(tmp_path):
-    from metalearn.efficiency import run_stage
+    from metalearn.efficiency import run_stage, write_summary
 
     cfg = tiny_efficiency()
     out = tmp_path / "efficiency"
@@ -171,7 +171,10 @@ def test_stage_writes_csvs_plots_and_targets_all_at_once(tmp_path):
     assert found["points"] == 2 * 2 and found["device"] == "cpu"
     names = {p.name for p in out.iterdir()}
     assert names == {"time_memory.csv", "accuracy.csv", "peers.csv", "targets.json",
-                     "time_memory.png", "accuracy.png"}  # fmt: skip
+                     "time_memory.png", "accuracy.png", "summary.md"}  # fmt: skip
+    summary = (out / "summary.md").read_text()
+    assert "| imaml | " in summary and "ours, batched (vmap)" in summary
+    assert write_summary(out).read_text() == summary  # the same tables from the CSVs
     rows = pl.read_csv(out / "time_memory.csv")
     assert set(rows["status"]) == {"ok"} and set(rows["variant"]) == {
         "imaml",

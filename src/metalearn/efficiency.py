@@ -617,6 +617,84 @@ def _r2(points: list[dict[str, Any]]) -> float:
     return float(1 - (m - fit).square().sum() / total) if total > 0 else 1.0
 
 
+# -------------------------------------------------------------------------------------- summary
+
+
+def _mib(nbytes: float) -> str:
+    mib = nbytes / 2**20
+    return f"{mib:.0f}" if mib >= 10 else f"{mib:.1f}"
+
+
+def summary_markdown(
+    time_memory: list[dict[str, Any]],
+    grad_accuracy: list[dict[str, Any]],
+    peer_rows: list[dict[str, Any]],
+    found: dict[str, Any],
+) -> str:
+    """The stage's numbers as Markdown: time / peak memory per variant and K, relative error
+    (cosine) against MAML per variant and K, throughput against ``higher``, and the targets."""
+    lines = ["# Efficiency", ""]
+    for problem in dict.fromkeys(r["problem"] for r in time_memory):
+        rows = [r for r in time_memory if r["problem"] == problem]
+        ks = sorted({r["steps"] for r in rows})
+        batch = rows[0]["meta_batch"]
+        lines += [f"## {problem}: seconds / peak MiB of one meta-gradient ({batch} tasks)", ""]
+        lines += ["| variant | " + " | ".join(f"K={k}" for k in ks) + " |"]
+        lines += ["|---|" + "---|" * len(ks)]
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            cell = {r["steps"]: r for r in rows if r["variant"] == variant}
+            cells = [
+                f"{cell[k]['seconds']:.3g} / {_mib(cell[k]['peak_bytes'])}"
+                if cell[k]["status"] == "ok"
+                else cell[k]["status"].split(" (")[0]
+                for k in ks
+            ]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for problem in dict.fromkeys(r["problem"] for r in grad_accuracy):
+        rows = [r for r in grad_accuracy if r["problem"] == problem]
+        ks = sorted({r["steps"] for r in rows})
+        lines += [f"## {problem}: relative error (cosine) against exact MAML, float64", ""]
+        lines += ["| variant | " + " | ".join(f"K={k}" for k in ks) + " |"]
+        lines += ["|---|" + "---|" * len(ks)]
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            cell = {r["steps"]: r for r in rows if r["variant"] == variant}
+            cells = [
+                f"{cell[k]['rel_err']:.2g} ({cell[k]['cosine']:.4f})"
+                if cell[k]["status"] == "ok"
+                else cell[k]["status"]
+                for k in ks
+            ]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if peer_rows:
+        lines += ["## MAML meta-training throughput against `higher`", ""]
+        lines += ["| problem | tasks | K | implementation | steps/s | × higher | float64 diff |"]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for r in peer_rows:
+            rate = {q["implementation"]: q["steps_per_s"] for q in peer_rows
+                    if q["problem"] == r["problem"]}  # fmt: skip
+            ratio = f"{r['steps_per_s'] / rate['higher']:.2f}" if "higher" in rate else "–"
+            lines.append(
+                f"| {r['problem']} | {r['meta_batch']} | {r['steps']} | {r['implementation']} "
+                f"| {r['steps_per_s']:.3g} | {ratio} | {r['max_rel_diff_float64']:.1e} |"
+            )
+        lines.append("")
+    lines += ["## Targets", "", "```json", json.dumps(found, indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+def write_summary(out: Path) -> Path:
+    """Rebuild ``out/summary.md`` from the stage's CSVs and targets in ``out``."""
+    tables = [
+        pl.read_csv(out / f"{name}.csv").to_dicts() for name in ("time_memory", "accuracy", "peers")
+    ]
+    found = json.loads((out / "targets.json").read_text())
+    path = out / "summary.md"
+    path.write_text(summary_markdown(*tables, found))
+    return path
+
+
 # ---------------------------------------------------------------------------------------- stage
 
 
@@ -667,15 +745,23 @@ def run_stage(cfg: EfficiencyConfig, out: Path) -> dict[str, Any]:
         plot_time_memory(time_memory, tmp / "time_memory.png")
         plot_accuracy(grad_accuracy, tmp / "accuracy.png")
         write_json(tmp / "targets.json", found)
+        (tmp / "summary.md").write_text(
+            summary_markdown(time_memory, grad_accuracy, peer_rows, found)
+        )
     return {"device": device, "points": len(time_memory), "targets": found}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["point"])
-    parser.add_argument("spec", help="JSON: problem, learner, steps, meta_batch, device, ...")
+    parser.add_argument("command", choices=["point", "summary"])
+    parser.add_argument(
+        "arg", help="point: JSON spec (problem, learner, steps, ...); summary: the stage's folder"
+    )
     args = parser.parse_args(argv)
-    _point_main(json.loads(args.spec))
+    if args.command == "summary":
+        print(f"wrote {write_summary(Path(args.arg))}")
+    else:
+        _point_main(json.loads(args.arg))
     return 0
 
 
@@ -693,9 +779,11 @@ __all__ = [
     "plot_time_memory",
     "run_stage",
     "steps_per_second",
+    "summary_markdown",
     "sweep",
     "targets",
     "variant_specs",
+    "write_summary",
 ]
 
 if __name__ == "__main__":

@@ -87,14 +87,17 @@ CPU = [
 ]
 
 
-# The efficiency stage on a 2-core CPU in under an hour (benchmarks/README.md): every K of the
-# sweep, with one Conv4 task per meta-gradient (Adjoint MAML at K = 500 costs ~75 s a call
-# there) and one timed call after the first; one task in the float64 accuracy comparison
-# (exact MAML through 100 Conv4 steps in float64 needs ~6 GB a task).
+# The efficiency stage on a 2-core CPU in about half an hour (benchmarks/README.md): every K of
+# the sweep, one Conv4 task per meta-gradient and one timed call after the first, 60 s a point
+# (Adjoint MAML on the Conv4 at K = 500 runs out of it: its memory target is read at K = 500 on
+# the MLP), one task in the float64 accuracy comparison (exact MAML through 100 Conv4 steps in
+# float64 needs ~6 GB a task). Run it alone: a second job on the two cores slows both by far
+# more than 2x (torch's threads wait for each other).
 EFFICIENCY_CPU = [
     "efficiency.device=cpu",
     "efficiency.meta_batch.omniglot_conv4=1",
     "efficiency.repeats=1",
+    "efficiency.seconds=60",
     "efficiency.accuracy_meta_batch=1",
 ]
 

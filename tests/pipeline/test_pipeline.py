@@ -156,8 +156,9 @@ def test_repro_writes_every_output(repo):
             evaluation = json.loads((repo / f"results/eval/{lr}-{b}.json").read_text())
             assert evaluation["tasks"] == 5 and evaluation["metric"] == "nrmse"
     summary = json.loads((repo / "results/summary.json").read_text())
-    assert set(summary) == {*BENCHMARKS, "checks", "provenance"}
+    assert set(summary) == {*BENCHMARKS, "checks", "best", "provenance"}
     assert set(summary[BENCHMARKS[0]]) == set(LEARNERS)
+    assert set(summary["best"]) == {"movielens100k-shot10"}  # the one with published numbers
     table = (repo / "results/summary.md").read_text()
     assert all(name in table for name in LEARNERS + BENCHMARKS)
     assert len(list((repo / "results/plots").glob("*.png"))) == 2 * len(BENCHMARKS)

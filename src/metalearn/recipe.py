@@ -87,12 +87,12 @@ CPU = [
 ]
 
 
-# The efficiency stage on a 2-core CPU in about half an hour (benchmarks/README.md): every K of
-# the sweep, one Conv4 task per meta-gradient and one timed call after the first, 60 s a point
-# (Adjoint MAML on the Conv4 at K = 500 runs out of it: its memory target is read at K = 500 on
-# the MLP), one task in the float64 accuracy comparison (exact MAML through 100 Conv4 steps in
-# float64 needs ~6 GB a task). Run it alone: a second job on the two cores slows both by far
-# more than 2x (torch's threads wait for each other).
+# The efficiency stage on a 2-core CPU in about half an hour (31 min on 2026-12-01,
+# benchmarks/README.md): every K of the sweep, one Conv4 task per meta-gradient and one timed
+# call after the first, 60 s a point (Adjoint MAML on the Conv4 runs out of it from K = 200:
+# its memory target is read at K = 500 on the MLP), one task in the float64 accuracy comparison
+# (exact MAML through 100 Conv4 steps in float64 needs ~6 GB a task). Run it alone: a second job
+# on the two cores slows both by far more than 2x (torch's threads wait for each other).
 EFFICIENCY_CPU = [
     "efficiency.device=cpu",
     "efficiency.meta_batch.omniglot_conv4=1",
@@ -125,7 +125,7 @@ RECIPES = {
     ),
     "efficiency-cpu": Recipe(
         "the efficiency stage (time and memory against K, gradient accuracy, throughput "
-        "against higher) on a 2-core CPU in under an hour: smaller meta-batches, one timed call",
+        "against higher) on a 2-core CPU in about half an hour: one Conv4 task, one timed call",
         EFFICIENCY_CPU,
         targets=("efficiency",),
     ),

@@ -625,6 +625,29 @@ def _mib(nbytes: float) -> str:
     return f"{mib:.0f}" if mib >= 10 else f"{mib:.1f}"
 
 
+def _variant_table(
+    title: str, rows: list[dict[str, Any]], cell: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """A Markdown table of one problem's ``rows``: variants down, K across, ``cell(row)`` in."""
+    ks = sorted({r["steps"] for r in rows})
+    lines = [f"## {title}", "", "| variant | " + " | ".join(f"K={k}" for k in ks) + " |"]
+    lines += ["|---|" + "---|" * len(ks)]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        by_k = {r["steps"]: r for r in rows if r["variant"] == variant}
+        lines.append(f"| {variant} | " + " | ".join(cell(by_k[k]) for k in ks) + " |")
+    return [*lines, ""]
+
+
+def _time_memory_cell(r: dict[str, Any]) -> str:
+    if r["status"] != "ok":
+        return r["status"].split(" (")[0]  # "skipped (oom at K=...)" -> "skipped"
+    return f"{r['seconds']:.3g} / {_mib(r['peak_bytes'])}"
+
+
+def _accuracy_cell(r: dict[str, Any]) -> str:
+    return f"{r['rel_err']:.2g} ({r['cosine']:.4f})" if r["status"] == "ok" else r["status"]
+
+
 def summary_markdown(
     time_memory: list[dict[str, Any]],
     grad_accuracy: list[dict[str, Any]],
@@ -636,37 +659,14 @@ def summary_markdown(
     lines = ["# Efficiency", ""]
     for problem in dict.fromkeys(r["problem"] for r in time_memory):
         rows = [r for r in time_memory if r["problem"] == problem]
-        ks = sorted({r["steps"] for r in rows})
-        batch = rows[0]["meta_batch"]
-        lines += [f"## {problem}: seconds / peak MiB of one meta-gradient ({batch} tasks)", ""]
-        lines += ["| variant | " + " | ".join(f"K={k}" for k in ks) + " |"]
-        lines += ["|---|" + "---|" * len(ks)]
-        for variant in dict.fromkeys(r["variant"] for r in rows):
-            cell = {r["steps"]: r for r in rows if r["variant"] == variant}
-            cells = [
-                f"{cell[k]['seconds']:.3g} / {_mib(cell[k]['peak_bytes'])}"
-                if cell[k]["status"] == "ok"
-                else cell[k]["status"].split(" (")[0]
-                for k in ks
-            ]
-            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-        lines.append("")
+        title = (
+            f"{problem}: seconds / peak MiB of one meta-gradient ({rows[0]['meta_batch']} tasks)"
+        )
+        lines += _variant_table(title, rows, _time_memory_cell)
     for problem in dict.fromkeys(r["problem"] for r in grad_accuracy):
         rows = [r for r in grad_accuracy if r["problem"] == problem]
-        ks = sorted({r["steps"] for r in rows})
-        lines += [f"## {problem}: relative error (cosine) against exact MAML, float64", ""]
-        lines += ["| variant | " + " | ".join(f"K={k}" for k in ks) + " |"]
-        lines += ["|---|" + "---|" * len(ks)]
-        for variant in dict.fromkeys(r["variant"] for r in rows):
-            cell = {r["steps"]: r for r in rows if r["variant"] == variant}
-            cells = [
-                f"{cell[k]['rel_err']:.2g} ({cell[k]['cosine']:.4f})"
-                if cell[k]["status"] == "ok"
-                else cell[k]["status"]
-                for k in ks
-            ]
-            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-        lines.append("")
+        title = f"{problem}: relative error (cosine) against exact MAML, float64"
+        lines += _variant_table(title, rows, _accuracy_cell)
     if peer_rows:
         lines += ["## MAML meta-training throughput against `higher`", ""]
         lines += ["| problem | tasks | K | implementation | steps/s | × higher | float64 diff |"]

@@ -531,8 +531,8 @@ def peers(
     rate = dict.fromkeys(training_steps, 0.0)
     for _ in range(rounds):
         for name, step in training_steps.items():
-            best = steps_per_second(step, seconds / rounds, least=1, warm_up=False)
-            rate[name] = max(rate[name], best)
+            measured = steps_per_second(step, seconds / rounds, least=1, warm_up=False)
+            rate[name] = max(rate[name], measured)
     return [
         {
             "problem": problem_name,

@@ -190,6 +190,15 @@ def _published_cell(value: tuple[float, float] | None, percent: bool) -> str:
     return f"{mean:g} ± {ci:g}" if percent else f"{mean:.3f} ± {ci:.3f}"
 
 
+def _pick(by_learner: dict[str, dict[str, Any]]) -> Callable:
+    """``max`` where the metric is higher-is-better, else ``min``."""
+    return max if next(iter(by_learner.values()))["higher_is_better"] else min
+
+
+def _best_learner(by_learner: dict[str, dict[str, Any]]) -> str:
+    return _pick(by_learner)(by_learner, key=lambda name: by_learner[name]["mean"])
+
+
 def family_table(family: Family, results: Results, cfg: Config) -> str:
     """Our numbers (best in bold, † where a meta-learner does not beat scratch), then the
     published ones for the same columns."""
@@ -203,11 +212,7 @@ def family_table(family: Family, results: Results, cfg: Config) -> str:
     lines = [f"### {family.title}", ""]
     lines += ["| learner | " + " | ".join(h for _, h in columns) + " |"]
     lines += ["|---|" + "---|" * len(columns)]
-    best = {}
-    for b, _ in columns:
-        rows = results[b]
-        pick = max if rows[learners[0]]["higher_is_better"] else min
-        best[b] = pick(learners, key=lambda name, rows=rows: rows[name]["mean"])
+    best = {b: _best_learner(results[b]) for b, _ in columns}
     for learner in learners:
         cells = []
         for b, _ in columns:
@@ -253,8 +258,8 @@ def best_against_published(results: Results, cfg: Config) -> dict[str, dict[str,
             if b not in results or not cells:
                 continue
             by_learner = results[b]
-            pick = max if next(iter(by_learner.values()))["higher_is_better"] else min
-            learner = pick(by_learner, key=lambda n, by=by_learner: by[n]["mean"])
+            pick = _pick(by_learner)
+            learner = _best_learner(by_learner)
             ours = scale * by_learner[learner]["mean"]
             paper_row = pick(cells, key=cells.__getitem__)
             same = [v for n, v in cells.items() if PAPER_ROWS[n] == learner]
@@ -275,11 +280,11 @@ def best_against_published(results: Results, cfg: Config) -> dict[str, dict[str,
 def best_table(best: dict[str, dict[str, Any]]) -> str:
     """:func:`best_against_published` as a table."""
 
-    def num(v: float | None) -> str:
-        return "–" if v is None else f"{v:.1f}" if abs(v) >= 1 else f"{v:.3f}"
+    def num(v: float | None, sign: str = "") -> str:
+        return "–" if v is None else f"{v:{sign}.1f}" if abs(v) >= 1 else f"{v:{sign}.3f}"
 
     def gap(v: float | None) -> str:
-        return "–" if v is None else f"{v:+.1f}" if abs(v) >= 1 else f"{v:+.3f}"
+        return num(v, "+")
 
     lines = [
         "### Best learner per benchmark against the papers",

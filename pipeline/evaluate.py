@@ -1,6 +1,6 @@
-"""Stage evaluate@<learner>-<benchmark>: meta-test over the benchmark's fixed tasks.
+"""Stage evaluate@<benchmark>: meta-test every learner over the benchmark's fixed tasks.
 
-python pipeline/evaluate.py learner=imaml benchmark=cosmixture-shot50 [eval.steps=10 ...]
+python pipeline/evaluate.py benchmark=cosmixture-shot50 [eval.steps=10 ...]
 """
 
 import sys
@@ -13,4 +13,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from metalearn.stages import main, run_evaluate
 
 if __name__ == "__main__":
-    sys.exit(main(run_evaluate, ["learner", "benchmark"], sys.argv[1:]))
+    sys.exit(main(run_evaluate, ["benchmark"], sys.argv[1:]))

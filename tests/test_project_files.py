@@ -59,11 +59,12 @@ def test_dvc_yaml_paths_match_paths_module():
         str(paths.train_curve(learner, benchmark)),
     }
     assert names(train["metrics"]) == {str(paths.train_metrics(learner, benchmark))}
-    evaluate = dvc["evaluate"]
-    assert names(evaluate["outs"]) == {str(paths.eval_per_task(learner, benchmark))}
-    assert names(evaluate["metrics"]) == {str(paths.eval_metrics(learner, benchmark))}
-    assert str(paths.episodes(benchmark)) in evaluate["deps"]
-    assert str(paths.model(learner, benchmark)) in evaluate["deps"]
+    evaluate = dvc["evaluate"]["do"]
+    assert names(evaluate["outs"]) == {str(paths.eval_per_task_dir("${key}"))}
+    assert names(evaluate["metrics"]) == {str(paths.eval_metrics("${key}"))}
+    assert str(paths.episodes("${key}")) in evaluate["deps"]
+    assert str(paths.models("${key}")) in evaluate["deps"]
+    assert paths.model(learner, benchmark).parent == paths.models(benchmark)
     report = dvc["report"]
     assert names(report["outs"]) == {str(paths.SUMMARY_MD), str(paths.PLOTS)}
     assert names(report["metrics"]) == {str(paths.SUMMARY_JSON)}

@@ -112,22 +112,23 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
     from metalearn.report import write_report
 
     cfg = load_config(RECIPES["cpu"].overrides)
+    (tmp_path / "results/train").mkdir(parents=True)
     for b in cfg.pipeline.benchmarks:
         higher = b.startswith(("omniglot", "miniimagenet"))
+        evaluation = {}
         for i, name in enumerate(cfg.pipeline.learners):
             mean = 0.5 + 0.05 * i if higher else 0.3 - 0.02 * i
             r = result(mean, higher) | {"mlflow_run_id": "none", "seconds": 1.0}
-            for path, data in (
-                (paths.eval_metrics(name, b), r),
-                (paths.train_metrics(name, b), {"device": "cpu", "seconds": 2.0}),
-            ):
-                (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-                (tmp_path / path).write_text(json.dumps(data))
+            evaluation[name] = r
+            train = {"device": "cpu", "seconds": 2.0}
+            (tmp_path / paths.train_metrics(name, b)).write_text(json.dumps(train))
             curve = tmp_path / paths.train_curve(name, b)
             curve.parent.mkdir(parents=True, exist_ok=True)
             rows = [0] if name == "scratch" else [1, 2]
             metric = f"meta_val_{r['metric']}"
             pl.DataFrame({"iteration": rows, metric: [mean] * len(rows)}).write_csv(curve)
+        (tmp_path / paths.eval_metrics(b)).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / paths.eval_metrics(b)).write_text(json.dumps(evaluation))
     summary = write_report(cfg, root=tmp_path, log_plots=False)
     text = (tmp_path / paths.SUMMARY_MD).read_text()
     for title in ("Collaborative filtering", "Few-shot classification", "Synthetic regression"):

@@ -12,7 +12,7 @@ from metalearn.config import load_config
 from metalearn.data.episodes import load_episodes
 from metalearn.models import init_params
 from metalearn.stages import run_episodify, run_evaluate, run_train
-from metalearn.training import NonFiniteError, Task, meta_train
+from metalearn.training import Adam, NonFiniteError, Task, meta_train
 
 TINY = [
     "algo.steps=2",
@@ -53,15 +53,32 @@ def test_same_seed_same_parameters(workdir):
 
 
 def test_train_then_evaluate_writes_outputs_and_one_run(workdir):
-    cfg = load_config(TINY)
+    cfg = load_config([*TINY, "pipeline.learners=[fomaml]"])
     metrics = run_train(cfg, "fomaml", "cosmixture-shot50")
-    result = run_evaluate(cfg, "fomaml", "cosmixture-shot50")
+    result = run_evaluate(cfg, "cosmixture-shot50")["fomaml"]
     assert result["tasks"] == 3 and math.isfinite(result["mean"])
     assert result["mlflow_run_id"] == metrics["mlflow_run_id"]
     run = mlflow.get_run(metrics["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["learner"] == "fomaml"
     assert run.data.metrics["test_nrmse"] == pytest.approx(result["mean"])
+    per_task = pl.read_parquet(paths.eval_per_task("fomaml", "cosmixture-shot50"))
+    assert per_task["nrmse"].mean() == pytest.approx(result["mean"])
+
+
+def test_evaluate_scores_every_learner_of_the_benchmark_or_writes_nothing(workdir):
+    cfg = load_config([*TINY, "pipeline.learners=[maml,scratch]"])
+    run_train(cfg, "maml", "cosmixture-shot50")
+    with pytest.raises(FileNotFoundError, match=r"run train@scratch-cosmixture-shot50"):
+        run_evaluate(cfg, "cosmixture-shot50")
+    assert not paths.eval_metrics("cosmixture-shot50").exists()
+    assert not paths.eval_per_task_dir("cosmixture-shot50").exists()
+    run_train(cfg, "scratch", "cosmixture-shot50")
+    assert set(run_evaluate(cfg, "cosmixture-shot50")) == {"maml", "scratch"}
+    assert {p.name for p in paths.eval_per_task_dir("cosmixture-shot50").iterdir()} == {
+        "maml.parquet",
+        "scratch.parquet",
+    }
 
 
 def test_non_finite_loss_stops_training_and_keeps_earlier_outputs(workdir):
@@ -79,8 +96,8 @@ def test_non_finite_loss_stops_training_and_keeps_earlier_outputs(workdir):
 
 
 def test_evaluate_without_a_model_names_the_stage_to_run(workdir):
-    with pytest.raises(FileNotFoundError, match=r"run train@imaml-cosmixture-shot50"):
-        run_evaluate(load_config(TINY), "imaml", "cosmixture-shot50")
+    with pytest.raises(FileNotFoundError, match=r"run train@maml-cosmixture-shot50"):
+        run_evaluate(load_config(TINY), "cosmixture-shot50")
 
 
 def test_scratch_keeps_the_initialisation(workdir):
@@ -113,3 +130,21 @@ def test_diagnostics_score_every_split_at_every_step_count(workdir, capsys):
         assert f"| {split} | 1 | 3 |" in table and f"| {split} | 4 | 3 |" in table
     assert main(["imaml", "cosmixture-shot50", *TINY]) == 1  # not trained: says which stage
     assert "run train@imaml-cosmixture-shot50" in capsys.readouterr().err
+
+
+def test_adam_matches_torch_adam_in_float64():
+    gen = torch.Generator().manual_seed(0)
+    start = {"w": torch.randn(3, 4, generator=gen, dtype=torch.float64), "b": torch.zeros(4)}
+    ours = {k: v.clone() for k, v in start.items()}
+    theirs = {k: torch.nn.Parameter(v.clone()) for k, v in start.items()}
+    adam = Adam(ours, lr=0.01)
+    reference = torch.optim.Adam(theirs.values(), lr=0.01, foreach=False)
+    for _ in range(5):
+        grads = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in start.items()}
+        adam.step(ours, grads)
+        for k, p in theirs.items():
+            p.grad = grads[k]
+        reference.step()
+    for k in start:
+        assert torch.equal(ours[k], theirs[k].detach()), k
+    assert not torch.equal(ours["w"], start["w"])

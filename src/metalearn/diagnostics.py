@@ -2,7 +2,7 @@
 
     python -m metalearn.diagnostics maml omniglot-way5shot1 --steps 1 3 5 10 --tasks 100
 
-Scores the trained parameters (``models/<learner>-<benchmark>.pt``) on meta-train tasks (freshly
+Scores the trained parameters (``models/<benchmark>/<learner>.pt``) on meta-train tasks (freshly
 sampled, seeded), the fixed meta-val tasks and the fixed meta-test tasks, after each number of
 inner steps. Meta-train well above meta-test means the meta-training classes are learned and do
 not generalise (more of them would help); meta-test rising with the steps means the

@@ -20,8 +20,14 @@ def run_name(learner: str, benchmark: str) -> str:
     return f"{learner}-{benchmark}"
 
 
+def models(benchmark: str) -> Path:
+    """A benchmark's trained parameters, one file per learner: evaluate@<benchmark> depends on
+    the folder, so it follows every learner's train stage."""
+    return Path("models") / benchmark
+
+
 def model(learner: str, benchmark: str) -> Path:
-    return Path("models") / f"{run_name(learner, benchmark)}.pt"
+    return models(benchmark) / f"{learner}.pt"
 
 
 def train_metrics(learner: str, benchmark: str) -> Path:
@@ -32,12 +38,17 @@ def train_curve(learner: str, benchmark: str) -> Path:
     return Path("results/curves") / f"{run_name(learner, benchmark)}.csv"
 
 
-def eval_metrics(learner: str, benchmark: str) -> Path:
-    return Path("results/eval") / f"{run_name(learner, benchmark)}.json"
+def eval_metrics(benchmark: str) -> Path:
+    """Every learner's meta-test mean and interval on one benchmark: ``{learner: {...}}``."""
+    return Path("results/eval") / f"{benchmark}.json"
+
+
+def eval_per_task_dir(benchmark: str) -> Path:
+    return Path("results/eval") / benchmark
 
 
 def eval_per_task(learner: str, benchmark: str) -> Path:
-    return Path("results/eval") / f"{run_name(learner, benchmark)}.parquet"
+    return eval_per_task_dir(benchmark) / f"{learner}.parquet"
 
 
 SUMMARY_JSON = Path("results/summary.json")

@@ -79,7 +79,7 @@ CPU = [
     *_for(OMNIGLOT[2:] + MINIIMAGENET, **{"train.meta_batch": 2, "train.iterations": 20}),
     *_for(MINIIMAGENET, **{"train.iterations": 10, "train.val_every": 10}),
     # their meta-val and meta-test tasks are the costliest part: fewer and smaller ones
-    "data.omniglot.val_tasks=50",
+    "data.omniglot.val_tasks=20",
     *[f"data.omniglot.settings.{s}.queries=5" for s in ("way20shot1", "way20shot5")],
     "data.miniimagenet.val_tasks=10",
     *[f"data.miniimagenet.settings.{s}.train_queries=5" for s in ("way5shot1", "way5shot5")],

@@ -127,13 +127,17 @@ FAMILIES = (
 
 def collect(cfg: Config, root: Path = Path()) -> Results:
     """``{benchmark: {learner: eval metrics}}`` for the pipeline's learners and benchmarks."""
-    return {
-        benchmark: {
-            learner: read_json(root / paths.eval_metrics(learner, benchmark))
-            for learner in cfg.pipeline.learners
-        }
-        for benchmark in cfg.pipeline.benchmarks
-    }
+    results = {}
+    for benchmark in cfg.pipeline.benchmarks:
+        path = root / paths.eval_metrics(benchmark)
+        found = read_json(path)
+        missing = [lr for lr in cfg.pipeline.learners if lr not in found]
+        if missing:
+            raise FileNotFoundError(
+                f"{path} has no evaluation of {', '.join(missing)}; run evaluate@{benchmark}"
+            )
+        results[benchmark] = {lr: found[lr] for lr in cfg.pipeline.learners}
+    return results
 
 
 def summary_metrics(results: Results) -> dict[str, Any]:

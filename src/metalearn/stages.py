@@ -24,7 +24,7 @@ from metalearn.config import (
     resolve_device,
     split_cli,
 )
-from metalearn.io import atomic_dir, atomic_file, read_json, write_json
+from metalearn.io import atomic_dir, atomic_file, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -89,25 +89,34 @@ def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
         "iterations": final["iteration"],  # 0 for a learner that is not meta-trained
         **{k: v for k, v in final.items() if k != "iteration"},
     }
+    checkpoint = {"learner": learner, "benchmark": benchmark, "mlflow_run_id": run_id}
     with atomic_file(paths.model(learner, benchmark)) as tmp:
-        torch.save({"params": result.params, "learner": learner, "benchmark": benchmark}, tmp)
+        torch.save({"params": result.params, **checkpoint}, tmp)
     with atomic_file(paths.train_curve(learner, benchmark)) as tmp:
         pl.DataFrame(result.curve).write_csv(tmp)
     write_json(paths.train_metrics(learner, benchmark), metrics)
     return metrics
 
 
-def load_params(learner: str, benchmark: str) -> dict[str, torch.Tensor]:
+def load_checkpoint(learner: str, benchmark: str) -> dict[str, Any]:
+    """The train stage's file: ``params`` (tensors), ``learner``, ``benchmark`` and
+    ``mlflow_run_id``."""
     import torch
 
     path = paths.model(learner, benchmark)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; run train@{learner}-{benchmark} first")
-    return torch.load(path, weights_only=True)["params"]  # tensors only: nothing is executed
+    return torch.load(path, weights_only=True)  # tensors and plain values: nothing is executed
 
 
-def run_evaluate(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
-    """Score the trained parameters on the first ``eval.tasks`` fixed meta-test tasks."""
+def load_params(learner: str, benchmark: str) -> dict[str, torch.Tensor]:
+    return load_checkpoint(learner, benchmark)["params"]
+
+
+def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
+    """Score every learner's trained parameters on the benchmark's first ``eval.tasks`` fixed
+    meta-test tasks. One process for all learners: the interpreter, torch and MLflow start once
+    (seconds each on a small CPU), not once per learner."""
     import polars as pl
 
     from metalearn import tracking
@@ -120,43 +129,54 @@ def run_evaluate(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     source = load_episodes(paths.episodes(benchmark))
     device = torch_runtime(cfg)
     task = Task.build(cfg, source)
-    steps = eval_steps(cfg, learner)
-    params = to_device(load_params(learner, benchmark), device)
+    metric = METRICS[task.loss_kind]
     (sx, sy), (qx, qy) = source.fixed_tasks("test")
     n = cfg.eval.tasks
     tasks = to_device(((sx[:n], sy[:n]), (qx[:n], qy[:n])), device)
-    meta_tester = build_learner(cfg, learner, steps)
-    start = time.perf_counter()
-    scores = per_task_scores(
-        meta_tester, task.loss_fn, task.predict, params, tasks, task.loss_kind
-    ).cpu()
-    seconds = time.perf_counter() - start
-    metric = METRICS[task.loss_kind]
-    mean, ci = mean_ci(scores, cfg.eval.confidence)
-    run_id = read_json(paths.train_metrics(learner, benchmark))["mlflow_run_id"]
-    metrics = {
-        "metric": metric.name,
-        "higher_is_better": metric.higher_is_better,
-        "mean": mean,
-        "ci": ci,
-        "confidence": cfg.eval.confidence,
-        "tasks": n,
-        "steps": steps,
-        "seconds": round(seconds, 3),
-        "architecture": source.architecture,
-        "counts": source.meta.get("counts"),  # the data behind the benchmark, for the report
-        "mlflow_run_id": run_id,
-    }
-    per_task = paths.eval_per_task(learner, benchmark)
-    with atomic_file(per_task) as tmp:
-        pl.DataFrame({"task": range(n), metric.name: scores.numpy()}).write_parquet(tmp)
-    write_json(paths.eval_metrics(learner, benchmark), metrics)
-    tracking.log_to_run(
-        run_id,
-        {f"test_{metric.name}": mean, f"test_{metric.name}_ci": ci},
-        artifacts=[per_task],
-    )
-    return metrics
+    checkpoints = {lr: load_checkpoint(lr, benchmark) for lr in cfg.pipeline.learners}
+    results, per_task = {}, {}
+    for learner, checkpoint in checkpoints.items():
+        steps = eval_steps(cfg, learner)
+        params = to_device(checkpoint["params"], device)
+        start = time.perf_counter()
+        scores = per_task_scores(
+            build_learner(cfg, learner, steps),
+            task.loss_fn,
+            task.predict,
+            params,
+            tasks,
+            task.loss_kind,
+        ).cpu()
+        seconds = time.perf_counter() - start
+        mean, ci = mean_ci(scores, cfg.eval.confidence)
+        per_task[learner] = scores.numpy()
+        results[learner] = {
+            "metric": metric.name,
+            "higher_is_better": metric.higher_is_better,
+            "mean": mean,
+            "ci": ci,
+            "confidence": cfg.eval.confidence,
+            "tasks": n,
+            "steps": steps,
+            "seconds": round(seconds, 3),
+            "architecture": source.architecture,
+            "counts": source.meta.get("counts"),  # the data behind the benchmark, for the report
+            "mlflow_run_id": checkpoint["mlflow_run_id"],
+        }
+    # Every output is written only once every learner has been scored.
+    with atomic_dir(paths.eval_per_task_dir(benchmark)) as tmp:
+        for learner, scores in per_task.items():
+            pl.DataFrame({"task": range(n), metric.name: scores}).write_parquet(
+                tmp / paths.eval_per_task(learner, benchmark).name
+            )
+    write_json(paths.eval_metrics(benchmark), results)
+    for learner, r in results.items():
+        tracking.log_to_run(
+            r["mlflow_run_id"],
+            {f"test_{metric.name}": r["mean"], f"test_{metric.name}_ci": r["ci"]},
+            artifacts=[paths.eval_per_task(learner, benchmark)],
+        )
+    return results
 
 
 def run_report(cfg: Config) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 # (dvc exp run --queue/--temp) runs in a copy under .dvc/tmp and must run that copy's code.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from metalearn.stages import main, run_evaluate
+from metalearn.stages import exit_now, main, run_evaluate
 
 if __name__ == "__main__":
-    sys.exit(main(run_evaluate, ["benchmark"], sys.argv[1:]))
+    exit_now(main(run_evaluate, ["benchmark"], sys.argv[1:]))

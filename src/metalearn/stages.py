@@ -6,10 +6,11 @@ leaves earlier results as they were.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from metalearn import paths
 from metalearn.config import (
@@ -233,3 +234,12 @@ def main(stage: Callable[..., Any], selectors: Sequence[str], argv: Sequence[str
         return 1
     print(result)
     return 0
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a stage's process without the interpreter's teardown (unloading torch's operator
+    libraries and the like: ~1.5 s a stage on a 2-core CPU). Safe here: every output is closed
+    and renamed into place and every MLflow run ended before ``main`` returns."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

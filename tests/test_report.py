@@ -134,7 +134,7 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
     for title in ("Collaborative filtering", "Few-shot classification", "Synthetic regression"):
         assert f"### {title}" in text
     row = "| omniglot-way5shot1 | 1/1/5/16/1 | 3/3/5/16/3 | 0.4/0.4/0.4/0.1/0.4 | 32 "
-    row += "| 40 (maml 2000) |"
+    row += "| 40 (maml 1000) |"
     assert row in text
     assert summary["provenance"]["train_seconds"] == 2.0 * 7 * 16
     assert len(list((tmp_path / paths.PLOTS).glob("*.png"))) == 2 * 16

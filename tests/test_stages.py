@@ -55,11 +55,13 @@ def test_same_seed_same_parameters(workdir):
 def test_train_then_evaluate_writes_outputs_and_one_run(workdir):
     cfg = load_config([*TINY, "pipeline.learners=[fomaml]"])
     metrics = run_train(cfg, "fomaml", "cosmixture-shot50")
+    trained = mlflow.get_run(metrics["mlflow_run_id"]).info
     result = run_evaluate(cfg, "cosmixture-shot50")["fomaml"]
     assert result["tasks"] == 3 and math.isfinite(result["mean"])
     assert result["mlflow_run_id"] == metrics["mlflow_run_id"]
     run = mlflow.get_run(metrics["mlflow_run_id"])
     assert run.info.status == "FINISHED"
+    assert run.info.end_time == trained.end_time  # the UI's duration stays the training's
     assert run.data.tags["learner"] == "fomaml"
     assert run.data.metrics["test_nrmse"] == pytest.approx(result["mean"])
     per_task = pl.read_parquet(paths.eval_per_task("fomaml", "cosmixture-shot50"))

@@ -357,7 +357,8 @@ def _data_words(counts: dict[str, Any] | None) -> str:
     if "ratings" in counts:
         return f"{counts['ratings']:,} ratings, {sum(counts['users'].values()):,} users"
     if "base_classes" in counts:
-        return f"{sum(counts['base_classes'].values()):,} classes, {counts['images']:,} images"
+        classes, images = sum(counts["base_classes"].values()), sum(counts["images"].values())
+        return f"{classes:,} classes, {images:,} images"  # both per split in the episodes
     return ""
 
 

@@ -1,0 +1,62 @@
+"""benchmarks/stage_timeline.py on a hand-made store with the columns MLflow's SQLite schema has."""
+
+import importlib.util
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "stage_timeline.py"
+spec = importlib.util.spec_from_file_location("stage_timeline", SCRIPT)
+stage_timeline = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(stage_timeline)
+
+
+@pytest.fixture
+def store(tmp_path):
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE runs (run_uuid, name, start_time, end_time, status)")
+        con.execute("CREATE TABLE tags (key, value, run_uuid)")
+        con.execute("CREATE TABLE metrics (key, value, timestamp, step, run_uuid)")
+        runs = [  # (id, name, start ms, end ms, status, experiment)
+            ("b", "maml-y", 30_000, 40_000, "FINISHED", "cpu"),
+            ("a", "maml-x", 0, 10_000, "FINISHED", "cpu"),
+            ("c", "maml-z", 55_000, 56_000, "FINISHED", "cpu"),
+            ("d", "maml-w", 60_000, 61_000, "FAILED", "cpu"),
+            ("e", "maml-v", 70_000, 90_000, "FINISHED", "other"),
+        ]
+        for run_id, name, start, end, status, experiment in runs:
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?)", (run_id, name, start, end, status)
+            )
+            con.execute("INSERT INTO tags VALUES ('dvc_experiment', ?, ?)", (experiment, run_id))
+            con.execute("INSERT INTO tags VALUES ('learner', 'maml', ?)", (run_id,))
+        # maml-y's last training metric at 40 s; the evaluation reopened the run until 50 s
+        con.execute("UPDATE runs SET end_time = 50000 WHERE run_uuid = 'b'")
+        for key, t in (("meta_train_loss", 39_000), ("system/cpu", 40_000), ("test_nrmse", 50_000)):
+            con.execute("INSERT INTO metrics VALUES (?, 0.5, ?, 1, 'b')", (key, t))
+    return db
+
+
+def test_runs_of_one_experiment_in_start_order_with_the_gaps_between(store):
+    runs = stage_timeline.timeline(store, "cpu")
+    assert [(r["name"], r["seconds"], r["gap"]) for r in runs] == [
+        ("maml-x", 10.0, None),
+        ("maml-y", 10.0, 20.0),
+        ("maml-z", 1.0, 15.0),
+    ]
+    assert stage_timeline.summary(runs) == {
+        "runs": 3,
+        "run_seconds": 21.0,
+        "gap_seconds": 35.0,
+        "mean_gap": 17.5,
+        "median_gap": 17.5,
+    }
+
+
+def test_cli_reports_totals_and_names_a_missing_experiment(store, capsys):
+    assert stage_timeline.main([str(store), "--experiment", "cpu"]) == 0
+    assert "3 runs: 21 s inside runs, 35 s between them (mean gap 17.5 s" in capsys.readouterr().out
+    assert stage_timeline.main([str(store), "--experiment", "nope"]) == 1
+    assert "no finished run tagged dvc_experiment=nope" in capsys.readouterr().err

@@ -134,3 +134,82 @@ def test_conv4_vmap_loss_and_grad_equal_loop(device):
 def test_make_loss_rejects_unknown_kind():
     with pytest.raises(ValueError, match="loss kind"):
         make_loss(MLP(1, 1), "hinge")
+
+
+# ------------------------------------------------------------- collaborative-filtering models
+
+
+def _factor_model(dtype=torch.float32, item_dim=3):
+    from metalearn.models import ItemFactorModel
+
+    features = torch.randn(9, 4, generator=torch.Generator().manual_seed(0))
+    model = ItemFactorModel(features, mean=0.6, item_dim=item_dim, hidden=(5,))
+    return model, features, init_params(model, torch.Generator().manual_seed(1), dtype=dtype)
+
+
+def test_item_feature_mlp_is_the_mlp_over_the_features_of_the_ids():
+    from metalearn.models import ItemFeatureMLP
+
+    features = torch.randn(7, 4, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([[0, 6, 3], [2, 2, 5]])
+    rated = ItemFeatureMLP(features, hidden=(5, 3))
+    plain = MLP(4, 1, hidden=(5, 3))
+    p_rated = init_params(rated, torch.Generator().manual_seed(2))
+    p_plain = init_params(plain, torch.Generator().manual_seed(2))
+    assert p_rated.keys() == p_plain.keys()
+    assert all(torch.equal(p_rated[k], p_plain[k]) for k in p_plain)
+    out = vmap(make_predict(rated), in_dims=(None, 0))(p_rated, ids)
+    assert torch.allclose(out, make_predict(plain)(p_plain, features[ids]))
+
+
+def test_item_factor_model_starts_at_the_mean_and_adds_the_item_tables():
+    model, features, params = _factor_model()
+    assert set(params) == {
+        "item.bias.weight",
+        "item.embedding.weight",
+        "layers.0.weight",
+        "layers.0.bias",
+        "head.weight",
+        "head.bias",
+    }
+    assert params["layers.0.weight"].shape == (5, 4 + 3)  # item features + learned embedding
+    assert (params["head.weight"] == 0).all() and params["head.bias"].item() == pytest.approx(0.6)
+    assert (params["item.embedding.weight"] == 0).all() and (params["item.bias.weight"] == 0).all()
+    ids = torch.tensor([1, 8, 8, 0])
+    predict = make_predict(model)
+    assert torch.allclose(predict(params, ids), torch.full((4,), 0.6))
+    g = torch.Generator().manual_seed(3)
+    p = {k: torch.randn(v.shape, generator=g) for k, v in params.items()}
+    z = torch.cat([features[ids], p["item.embedding.weight"][ids]], -1)
+    h = torch.tanh(z @ p["layers.0.weight"].T + p["layers.0.bias"])
+    expected = h @ p["head.weight"][0] + p["head.bias"] + p["item.bias.weight"][ids, 0]
+    assert torch.allclose(predict(p, ids), expected, atol=1e-6)
+
+
+def test_item_factor_model_without_embedding_uses_the_features_only():
+    model, _, params = _factor_model(item_dim=0)
+    assert "item.embedding.weight" not in params and params["layers.0.weight"].shape == (5, 4)
+
+
+@pytest.mark.parametrize("adapt", [None, ["head"]])
+def test_maml_through_item_tables_equals_unrolled_autograd(adapt):
+    """MAML's meta-gradient of the factor model (item-id gathers under vmap, adapted or shared
+    tables) equals plain autograd through the unrolled inner loop, in float64."""
+    from metalearn.algorithms import make
+    from tests.algorithms.problems import rel_err, unrolled_meta_grad
+
+    model, _, params = _factor_model(torch.float64)
+    g = torch.Generator().manual_seed(4)
+    params = {
+        k: v + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in params.items()
+    }
+    loss_fn = make_loss(model, "mse")
+    support = (torch.tensor([0, 3, 3, 7]), torch.rand(4, generator=g, dtype=torch.float64))
+    query = (torch.tensor([3, 5, 0]), torch.rand(3, generator=g, dtype=torch.float64))
+    expected = unrolled_meta_grad(loss_fn, params, support, query, 3, 0.2, adapt)
+    learner = make("maml", steps=3, inner_lr=0.2, adapt_keys=adapt)
+    got = learner.meta_grad(loss_fn, params, support, query)
+    assert rel_err(got, expected) < 1e-12
+    assert got["item.bias.weight"][[1, 2, 4, 6, 8]].abs().max() == 0  # items not in the task
+    stacked = tuple(torch.stack([t, t]) for t in support), tuple(torch.stack([t, t]) for t in query)
+    assert rel_err(learner.batched_meta_grad(loss_fn, params, *stacked), expected) < 1e-12

@@ -30,3 +30,12 @@ def test_command_passes_each_override_as_one_argument():
     assert cmd[:5] == ["dvc", "exp", "run", "-n", "mirror-data"]
     assert cmd.count("-S") == len(RECIPES["mirror-data"].overrides)
     assert cmd[-2:] == ["--temp", "episodify"]
+
+
+@pytest.mark.parametrize("name", ["tune-cpu", "study-cpu"])
+def test_the_cf_recipes_hold_the_ten_cf_and_synthetic_benchmarks_with_their_protocols(name):
+    cfg = load_config(RECIPES[name].overrides)
+    assert len(cfg.pipeline.benchmarks) == 10
+    assert {e.dataset for e in cfg.pipeline.benchmarks.values()} == set(cfg.pipeline.datasets)
+    assert cfg.pipeline.benchmarks["movielens1m-shot20"].algo["adapt"] == "head"
+    assert cfg.pipeline.cf_benchmarks and set(cfg.tune.benchmarks) <= set(cfg.pipeline.benchmarks)

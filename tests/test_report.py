@@ -1,11 +1,18 @@
 """The report's tables, checks and protocol notes, on hand-made evaluation results."""
 
+import numpy as np
+import pytest
+
 from metalearn import published
 from metalearn.config import load_config
 from metalearn.report import (
     FAMILIES,
     changes_from_default,
+    claims_section,
+    compare_all,
     family_table,
+    paired_table,
+    paper_claims,
     protocol_differences,
     protocol_table,
     sanity_checks,
@@ -41,6 +48,22 @@ MEANS = {
     "pretrain": 0.25,
     "scratch": 0.30,
 }
+TASK_NOISE = np.random.default_rng(0).normal(0.0, 0.05, 20)  # shared: every difference is exact
+TASK_NOISE -= TASK_NOISE.mean()  # per-task means equal the evaluation's
+# added to maml's scores: mean 0, signs mixed, so maml is not significantly worse than adjoint
+MAML_SPREAD = 0.1 * np.tile([1.0, -1.0], 10) * np.linspace(1.0, 2.0, 20)
+MAML_SPREAD -= MAML_SPREAD.mean()
+
+
+def scores_for(results, maml_ties=False):
+    """Per-task scores with each learner's mean of ``results``; ``maml_ties``: maml is not
+    significantly worse than adjoint (the best)."""
+    scores = {}
+    for b, by_learner in results.items():
+        scores[b] = {name: r["mean"] + TASK_NOISE for name, r in by_learner.items()}
+        if maml_ties:
+            scores[b]["maml"] = scores[b]["maml"] + MAML_SPREAD
+    return scores
 
 
 def test_cf_table_has_the_paper_layout_and_its_published_numbers():
@@ -53,6 +76,60 @@ def test_cf_table_has_the_paper_layout_and_its_published_numbers():
     assert "0.310 ± 0.010 †" in text  # reptile does not beat scratch (0.30)
     assert "Adjoint MAML paper, Table 1" in text
     assert "| A-MAML (ours: adjoint) | 0.074 ± 0.005 | 0.027 ± 0.002 |" in text
+
+
+def test_bold_marks_every_learner_not_significantly_worse_than_the_best():
+    cfg = load_config()
+    results = results_for(published.CF, MEANS)
+    results["jester-shot10"]["bias"] = result(0.15)
+    comparisons = compare_all(results, scores_for(results, maml_ties=True), 0.95)
+    text = family_table(FAMILIES[0], results, cfg, comparisons)
+    assert "| bias | 0.150 ± 0.010 | – | – |" in text  # not run on the other benchmarks
+    assert "| adjoint | **0.090 ± 0.010** |" in text  # the best
+    assert "| maml | **0.100 ± 0.010** |" in text  # a tie with it
+    assert "| imaml | 0.120 ± 0.010 |" in text  # worse on every task
+    assert "Bold: the best mean and every learner not significantly worse than it" in text
+    del comparisons["jester-shot20"]  # no per-task scores: the best mean alone, said so
+    text = family_table(FAMILIES[0], results, cfg, comparisons)
+    assert "| maml | **0.100 ± 0.010** | 0.100 ± 0.010 | **0.100 ± 0.010** |" in text
+    assert "jester-shot20: bold is the best mean alone (no per-task scores" in text
+
+
+def test_paired_table_against_the_best_and_each_baseline():
+    results = results_for(["jester-shot10"], MEANS)
+    results["jester-shot10"]["bias"] = result(0.15)
+    comparison = compare_all(results, scores_for(results, maml_ties=True), 0.95)["jester-shot10"]
+    text = paired_table("jester-shot10", results, comparison)
+    assert "| learner | mean | − adjoint (best) | − bias | − pretrain | − scratch |" in text
+    assert "| adjoint | **0.090 ± 0.010** | – | -0.060 ± 0.000 (p<0.001) |" in text
+    imaml = "| imaml | 0.120 ± 0.010 | +0.030 ± 0.000 (p<0.001) | -0.030 ± 0.000 (p<0.001) "
+    assert imaml + "| -0.130 ± 0.000 (p<0.001) | -0.180 ± 0.000 (p<0.001) |" in text
+    assert "| maml | **0.100 ± 0.010** | +0.010 ± 0.073 (p=0.62" in text  # not significant
+    scratch = "| scratch | 0.300 ± 0.010 | +0.210 ± 0.000 (p<0.001) | +0.150 ± 0.000 (p<0.001) "
+    assert scratch + "| +0.050 ± 0.000 (p<0.001) | – |" in text  # "–": against itself
+
+
+def test_paper_claims_follow_each_benchmarks_published_numbers():
+    cfg = load_config()
+    results = results_for(["jester-shot10", "jester-shot20", "cosmixture-shot50"], MEANS)
+    claims = paper_claims(cfg, results, scores_for(results))
+    verdicts = {b: {(c.better, c.worse): c.verdict for c in found} for b, found in claims.items()}
+    # Table 1: iMAML 0.114 < MAML 0.120 on jester-shot10, MAML 0.036 < iMAML 0.050 on
+    # jester-shot20; ours: maml 0.10 < imaml 0.12 on every task
+    assert verdicts["jester-shot10"][("imaml", "maml")] == "reversed"
+    assert verdicts["jester-shot20"][("maml", "imaml")] == "agrees"
+    assert ("imaml", "maml") not in verdicts["jester-shot20"]
+    assert verdicts["jester-shot10"][("reptile", "fomaml")] == "reversed"  # 0.270 < 0.292
+    # synthetic regression, no published numbers: the ranking, Reptile and FOMAML unordered
+    assert len(verdicts["cosmixture-shot50"]) == 9
+    assert verdicts["cosmixture-shot50"][("imaml", "maml")] == "reversed"
+    text = claims_section(cfg, claims)
+    assert "| jester-shot10 | 10 | 8 | 0 | 2 |" in text
+    assert "| cosmixture-shot50 | 9 | 8 | 0 | 1 |" in text
+    assert "| all | 29 | 25 | 0 | 4 |" in text
+    assert "| imaml better than maml | reversed: +0.020 (p<0.001) | – |" in text
+    assert "| maml better than imaml | – | agrees: -0.020 (p<0.001) |" in text
+    assert "Synthetic regression: the ranking (no published numbers)" in text
 
 
 def test_cf_table_2_is_shown_for_its_protocol():
@@ -111,6 +188,7 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
     import polars as pl
 
     from metalearn import paths
+    from metalearn.config import learners_of
     from metalearn.recipe import RECIPES
     from metalearn.report import write_report
 
@@ -119,8 +197,8 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
     for b in cfg.pipeline.benchmarks:
         higher = b.startswith(("omniglot", "miniimagenet"))
         evaluation = {}
-        for i, name in enumerate(cfg.pipeline.learners):
-            mean = 0.5 + 0.05 * i if higher else 0.3 - 0.02 * i
+        for i, name in enumerate(learners_of(cfg, b)):  # bias: CF only, 0.19 there
+            mean = 0.5 + 0.05 * i if higher else 0.19 if name == "bias" else 0.3 - 0.02 * i
             r = result(mean, higher) | {"mlflow_run_id": "none", "seconds": 1.0}
             evaluation[name] = r
             train = {"device": "cpu", "seconds": 2.0}
@@ -132,14 +210,43 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
             pl.DataFrame({"iteration": rows, metric: [mean] * len(rows)}).write_csv(curve)
         (tmp_path / paths.eval_metrics(b)).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / paths.eval_metrics(b)).write_text(json.dumps(evaluation))
+        if b == "alpine-shot100":
+            continue  # no per-task scores: the report says so
+        (tmp_path / paths.eval_per_task_dir(b)).mkdir()
+        for name, scores in scores_for({b: evaluation})[b].items():
+            frame = pl.DataFrame({"task": range(scores.size), evaluation[name]["metric"]: scores})
+            frame.reverse().write_parquet(tmp_path / paths.eval_per_task(name, b))  # any order
     summary = write_report(cfg, root=tmp_path, log_plots=False)
     text = (tmp_path / paths.SUMMARY_MD).read_text()
+    assert "| adjoint | 0.220 ± 0.010 † | 0.220 ± 0.010 † |" in text  # CF: scratch (0.18) best
+    assert "| scratch | **0.180 ± 0.010** | **0.180 ± 0.010** |" in text
+    assert "alpine-shot100: bold is the best mean alone" in text
+    assert "#### jester-shot10" in text and "#### alpine-shot100" not in text
+    assert "| learner | mean | − scratch (best) | − bias | − pretrain |\n" in text  # scratch once
+    assert "| learner | mean | − scratch (best) | − pretrain |\n" in text  # no bias off CF
+    assert "| bias | 0.190 ± 0.010 | 0.190 ± 0.010 |" in text  # in the CF table only
+    assert text.count("| bias |") == 1 + 6  # the CF table and the CF paired tables
+    assert (
+        "No per-task scores (results/eval/<benchmark>/<learner>.parquet) for alpine-shot100" in text
+    )
+    jester = summary["jester-shot10"]["paired"]
+    assert jester["best"] == "scratch" and not jester["learners"]["maml"]["not_worse_than_best"]
+    vs_pretrain = jester["learners"]["maml"]["vs_pretrain"]
+    assert vs_pretrain["difference"] == pytest.approx(0.3 - 0.2) and vs_pretrain["n"] == 20
+    assert jester["learners"]["maml"]["mean"] == pytest.approx(0.3)
+    assert "paired" not in summary["alpine-shot100"]
+    # ours on jester-shot10: adjoint < imaml < reptile < fomaml < maml; Table 1: A-MAML < iMAML
+    # < MAML < Reptile < FOMAML, so the claims "MAML beats Reptile / FOMAML" are reversed
+    claims = summary["claims"]["jester-shot10"]
+    assert (claims["agrees"], claims["tie"], claims["reversed"]) == (8, 0, 2)
+    assert claims["claims"]["maml better than reptile"]["verdict"] == "reversed"
+    assert "### Paper's claims" in text and "| alpine-shot100 |" not in text.split("claims")[1]
     for title in ("Collaborative filtering", "Few-shot classification", "Synthetic regression"):
         assert f"### {title}" in text
     row = "| omniglot-way5shot1 | 1/1/5/16/1 | 3/3/5/16/3 | 0.4/0.4/0.4/0.1/0.4 | 32 "
     row += "| 40 (maml 1000) |"
     assert row in text
-    assert summary["provenance"]["train_seconds"] == 2.0 * 7 * 16
+    assert summary["provenance"]["train_seconds"] == 2.0 * (7 * 16 + 6)
     assert len(list((tmp_path / paths.PLOTS).glob("*.png"))) == 2 * 16
 
 
@@ -175,3 +282,14 @@ def test_best_learner_per_benchmark_against_the_papers():
     row += " -2.5 |"
     assert row in text
     assert "alpine-shot50" not in best  # no published numbers
+
+
+def test_cells_carry_the_spread_of_the_training_seeds():
+    results = results_for(["cosmixture-shot50"], MEANS)
+    for r in results["cosmixture-shot50"].values():
+        r.update(seeds=3, seed_sd=0.004)
+    text = family_table(FAMILIES[2], results, load_config())
+    assert "0.100 ± 0.010 (s 0.004)" in text
+    assert "standard deviation of the seeds' means (3 seeds)" in text
+    single = family_table(FAMILIES[2], results_for(["cosmixture-shot50"], MEANS), load_config())
+    assert "(s " not in single and "seeds' means" not in single

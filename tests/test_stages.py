@@ -64,6 +64,8 @@ def test_train_then_evaluate_writes_outputs_and_one_run(workdir):
     assert run.info.end_time == trained.end_time  # the UI's duration stays the training's
     assert run.data.tags["learner"] == "fomaml"
     assert run.data.metrics["test_nrmse"] == pytest.approx(result["mean"])
+    assert run.data.metrics["best_iteration"] == metrics["best_iteration"] in (2, 4)
+    assert result["best_iteration"] == metrics["best_iteration"]
     per_task = pl.read_parquet(paths.eval_per_task("fomaml", "cosmixture-shot50"))
     assert per_task["nrmse"].mean() == pytest.approx(result["mean"])
 
@@ -106,7 +108,7 @@ def test_scratch_keeps_the_initialisation(workdir):
     cfg = load_config(TINY)
     source = load_episodes(paths.episodes("cosmixture-shot50"))
     result = meta_train(cfg, "scratch", "cosmixture-shot50", source, torch.device("cpu"))
-    task = Task.build(cfg, source)
+    task = Task.build(cfg, source, "scratch")
     init = init_params(task.model, torch.Generator().manual_seed(cfg.train.seed))
     assert all(torch.equal(result.params[k], init[k]) for k in init)
     assert [row["iteration"] for row in result.curve] == [0]
@@ -119,7 +121,45 @@ def test_a_benchmark_entry_sets_its_own_protocol(workdir):
     assert run_train(cfg, "fomaml", "cosmixture-shot50")["iterations"] == 3
     assert run_train(cfg, "maml", "cosmixture-shot50")["iterations"] == 5
     curve = pl.read_csv(paths.train_curve("maml", "cosmixture-shot50"))
-    assert curve["iteration"].to_list() == [1, 2, 3, 4, 5]
+    seeds = cfg.pipeline.benchmarks["cosmixture-shot50"].train["seeds"]  # the entry's 3
+    assert curve["iteration"].to_list() == [1, 2, 3, 4, 5] * seeds
+    assert curve["seed"].to_list() == [s for s in range(seeds) for _ in range(5)]
+
+
+def test_meta_test_uses_the_best_meta_val_point(workdir):
+    from metalearn.evaluation import per_task_scores
+    from metalearn.training import build_learner
+
+    cfg = load_config([*TINY, "train.iterations=6", "train.val_every=1", "train.meta_lr=0.05"])
+    source = load_episodes(paths.episodes("cosmixture-shot50"))
+    result = meta_train(cfg, "fomaml", "cosmixture-shot50", source, torch.device("cpu"))
+    val = {row["iteration"]: row["meta_val_nrmse"] for row in result.curve}
+    assert result.best_val == min(val.values()) and val[result.best_iteration] == result.best_val
+    task = Task.build(cfg, source, "fomaml")
+    learner = build_learner(cfg, "fomaml")
+    scores = per_task_scores(
+        learner, task.loss_fn, task.predict, result.params, source.fixed_tasks("val"), "mse"
+    )
+    assert float(scores.mean()) == pytest.approx(result.best_val, rel=1e-6)
+
+
+def test_every_training_seed_is_trained_and_scored(workdir):
+    seeds = "pipeline.benchmarks.cosmixture-shot50.train.seeds=2"  # the entry beats train.seeds
+    cfg = load_config([*TINY, seeds, "pipeline.learners=[maml]"])
+    metrics = run_train(cfg, "maml", "cosmixture-shot50")
+    assert metrics["seeds"] == 2
+    checkpoint = torch.load(paths.model("maml", "cosmixture-shot50"), weights_only=True)
+    first, second = checkpoint["seed_params"]
+    assert checkpoint["seeds"] == [0, 1] and not torch.equal(
+        first["head.bias"], second["head.bias"]
+    )
+    assert all(torch.equal(checkpoint["params"][k], first[k]) for k in first)
+    result = run_evaluate(cfg, "cosmixture-shot50")["maml"]
+    per_task = pl.read_parquet(paths.eval_per_task("maml", "cosmixture-shot50"))
+    by_seed = per_task.select("nrmse_seed0", "nrmse_seed1").to_numpy()
+    assert per_task["nrmse"].to_numpy() == pytest.approx(by_seed.mean(1))
+    assert result["seeds"] == 2 and result["mean"] == pytest.approx(by_seed.mean())
+    assert result["seed_sd"] == pytest.approx(by_seed.mean(0).std(ddof=1), rel=1e-5)
 
 
 def test_diagnostics_score_every_split_at_every_step_count(workdir, capsys):

@@ -53,8 +53,12 @@ if TYPE_CHECKING:
 
 PARAMS_FILE = "params.yaml"
 
-Learner = Literal["maml", "fomaml", "reptile", "imaml", "adjoint", "pretrain", "scratch"]
+Learner = Literal["maml", "fomaml", "reptile", "imaml", "adjoint", "pretrain", "scratch", "bias"]
 LEARNERS: tuple[str, ...] = get_args(Learner)
+#: Learners for the collaborative-filtering benchmarks only (``pipeline.cf_learners``).
+CF_ONLY_LEARNERS = ("bias",)
+#: The datasets of the collaborative-filtering benchmarks (ratings; item-id inputs).
+CF_DATASETS = ("jester", "movielens100k", "movielens1m")
 
 # The selector arguments of a stage script; everything else on its command line is an override.
 SELECTORS = ("learner", "benchmark", "dataset")
@@ -85,6 +89,7 @@ class LearnerSection:
     inner_lr: float | None = field(metadata=POSITIVE)
     eval_steps: int | None = field(metadata=AT_LEAST_1)
     iterations: int | None = field(metadata=AT_LEAST_1)  # over train.iterations
+    meta_lr: float | None = field(metadata=POSITIVE)  # over train.meta_lr
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,14 @@ class AdjointSection(LearnerSection):
 
 
 @dataclass(frozen=True)
+class BiasSection(LearnerSection):
+    """The classical CF baseline's candidate shrinkages, chosen on meta-val."""
+
+    item_shrinkage: list[float] = field(metadata={"ge": 0, "min_len": 1})
+    user_shrinkage: list[float] = field(metadata={"ge": 0, "min_len": 1})
+
+
+@dataclass(frozen=True)
 class AlgoConfig:
     steps: int = field(metadata=AT_LEAST_1)
     inner_lr: float = field(metadata=POSITIVE)
@@ -112,6 +125,7 @@ class AlgoConfig:
     adjoint: AdjointSection
     pretrain: LearnerSection
     scratch: LearnerSection
+    bias: BiasSection
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,8 @@ class ModelConfig:
     hidden: list[int] = field(metadata={"ge": 1, "min_len": 1})
     activation: Literal["tanh", "relu"]
     filters: int = field(metadata=AT_LEAST_1)
+    cf: Literal["factors", "mlp"]  # the collaborative-filtering model (models.py)
+    item_dim: int = field(metadata={"ge": 0})  # learned item-embedding width of "factors"
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,7 @@ class TrainConfig:
     iterations: int = field(metadata=AT_LEAST_1)
     val_every: int = field(metadata=AT_LEAST_1)
     seed: int
+    seeds: int = field(metadata=AT_LEAST_1)  # training seeds: seed, seed + 1, ...
     device: Literal["auto", "cpu", "cuda"]
     threads: int = field(metadata={"ge": 0})
 
@@ -323,6 +340,8 @@ class BenchmarkEntry:
 @dataclass(frozen=True)
 class PipelineConfig:
     learners: list[Learner] = field(metadata={"min_len": 1, "unique": True})
+    cf_learners: list[Learner] = field(metadata={"unique": True})
+    cf_benchmarks: list[str] = field(metadata={"unique": True})
     datasets: list[str] = field(metadata={"min_len": 1, "unique": True})
     benchmarks: dict[str, BenchmarkEntry] = field(metadata={"min_len": 1})
 
@@ -364,6 +383,17 @@ class EfficiencyConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """Stage ``tune@<benchmark>`` (:mod:`metalearn.tuning`): one grid and one budget for all."""
+
+    benchmarks: list[str] = field(metadata={"unique": True})
+    learners: list[Learner] = field(metadata={"min_len": 1, "unique": True})
+    inner_lr: list[float] = field(metadata={"gt": 0, "min_len": 1, "unique": True})
+    meta_lr: list[float] = field(metadata={"gt": 0, "min_len": 1, "unique": True})
+    iterations: int = field(metadata=AT_LEAST_1)
+
+
+@dataclass(frozen=True)
 class Config:
     pipeline: PipelineConfig
     algo: AlgoConfig
@@ -372,6 +402,7 @@ class Config:
     eval: EvalConfig
     data: DataConfig
     efficiency: EfficiencyConfig
+    tune: TuneConfig
 
 
 # ------------------------------------------------------------------------------------- validation
@@ -535,6 +566,8 @@ def _build(
 def _check_config(cfg: Config) -> None:
     """The rules that involve more than one key."""
     _check_efficiency(cfg.efficiency)
+    _check_cf(cfg.pipeline)
+    _check_tune(cfg)
     used = {entry.dataset for entry in cfg.pipeline.benchmarks.values()}
     if set(cfg.pipeline.datasets) != used:
         raise ConfigError(
@@ -560,6 +593,52 @@ def _check_config(cfg: Config) -> None:
                 f"meta-test tasks (data.{dataset}); lower eval.tasks"
             )
         _check_cuda(effective.train.device, f"train.device = 'cuda' (benchmark {name!r})")
+
+
+def _check_cf(pipeline: PipelineConfig) -> None:
+    """``cf_learners`` run on ``cf_benchmarks`` only, which must be rating benchmarks."""
+    for learner in pipeline.learners:
+        if learner in CF_ONLY_LEARNERS:
+            raise ConfigError(
+                f"pipeline.learners lists {learner!r}, which applies to collaborative filtering "
+                "only: list it under pipeline.cf_learners instead"
+            )
+    for learner in pipeline.cf_learners:
+        if learner not in CF_ONLY_LEARNERS:
+            raise ConfigError(
+                f"pipeline.cf_learners lists {learner!r}: it takes only "
+                f"{', '.join(CF_ONLY_LEARNERS)}; list {learner!r} under pipeline.learners"
+            )
+    for name in pipeline.cf_benchmarks:
+        entry = pipeline.benchmarks.get(name)
+        if entry is None or entry.dataset not in CF_DATASETS:
+            cf = [b for b, e in pipeline.benchmarks.items() if e.dataset in CF_DATASETS]
+            raise ConfigError(
+                f"pipeline.cf_benchmarks lists {name!r}, which is not a collaborative-filtering "
+                f"benchmark of pipeline.benchmarks (those are: {', '.join(cf) or 'none'})"
+            )
+
+
+def _check_tune(cfg: Config) -> None:
+    for name in cfg.tune.benchmarks:
+        if name not in cfg.pipeline.benchmarks:
+            raise ConfigError(
+                f"tune.benchmarks lists {name!r}, which is not in pipeline.benchmarks "
+                f"({', '.join(cfg.pipeline.benchmarks)})"
+            )
+    for learner in cfg.tune.learners:
+        if learner in CF_ONLY_LEARNERS:
+            raise ConfigError(
+                f"tune.learners lists {learner!r}: its train stage already chooses its "
+                "shrinkages on meta-val; tune only gradient-trained learners"
+            )
+
+
+def learners_of(cfg: Config, benchmark: str) -> list[str]:
+    """The learners that run on ``benchmark``: ``pipeline.learners``, and ``cf_learners`` on
+    the ``cf_benchmarks``."""
+    extra = cfg.pipeline.cf_learners if benchmark in cfg.pipeline.cf_benchmarks else []
+    return [*cfg.pipeline.learners, *extra]
 
 
 def _check_efficiency(eff: EfficiencyConfig) -> None:
@@ -595,6 +674,7 @@ def _merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any
 # A per-learner key and the shared key it refines: (learner key, (section, shared key)).
 _REFINED = (("steps", ("algo", "steps")), ("inner_lr", ("algo", "inner_lr")))
 _REFINED += (("eval_steps", ("eval", "steps")), ("iterations", ("train", "iterations")))
+_REFINED += (("meta_lr", ("train", "meta_lr")),)
 
 
 def benchmark_config(cfg: Config, benchmark: str) -> Config:
@@ -755,7 +835,7 @@ def learner_options(cfg: Config, learner: str) -> dict[str, Any]:
         raise ConfigError(f"unknown learner {learner!r} (valid: {', '.join(LEARNERS)})")
     section = getattr(cfg.algo, learner)
     options = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
-    del options["eval_steps"], options["iterations"]  # see eval_steps(), iterations()
+    del options["eval_steps"], options["iterations"], options["meta_lr"]  # see their functions
     for key in ("steps", "inner_lr"):
         if options[key] is None:
             options[key] = getattr(cfg.algo, key)
@@ -767,6 +847,13 @@ def iterations(cfg: Config, learner: str) -> int:
     ``train.iterations``."""
     own = getattr(cfg.algo, learner).iterations
     return own if own is not None else cfg.train.iterations
+
+
+def meta_lr(cfg: Config, learner: str) -> float:
+    """The outer Adam step size: ``algo.<learner>.meta_lr`` when not null, else
+    ``train.meta_lr``."""
+    own = getattr(cfg.algo, learner).meta_lr
+    return own if own is not None else cfg.train.meta_lr
 
 
 def eval_steps(cfg: Config, learner: str) -> int:
@@ -815,9 +902,12 @@ def split_cli(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
 
 
 __all__ = [
+    "CF_DATASETS",
+    "CF_ONLY_LEARNERS",
     "LEARNERS",
     "AdjointSection",
     "AlgoConfig",
+    "BiasSection",
     "AlpineConfig",
     "Config",
     "ConfigError",
@@ -832,6 +922,7 @@ __all__ = [
     "PipelineConfig",
     "SyntheticSetting",
     "TrainConfig",
+    "TuneConfig",
     "all_benchmarks",
     "benchmark_config",
     "build_config",
@@ -841,7 +932,9 @@ __all__ = [
     "flatten",
     "iterations",
     "learner_options",
+    "learners_of",
     "load_config",
+    "meta_lr",
     "parse_benchmark",
     "resolve_device",
     "split_cli",

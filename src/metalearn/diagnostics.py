@@ -25,7 +25,7 @@ from metalearn.config import Config, benchmark_config, load_config
 from metalearn.data.episodes import load_episodes
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.metrics import mean_ci
-from metalearn.stages import load_params
+from metalearn.stages import load_checkpoint
 from metalearn.training import Task, build_learner
 
 
@@ -36,8 +36,9 @@ def score_splits(
     ``tasks`` tasks of each split (meta-train: sampled with ``seed``)."""
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
-    task = Task.build(cfg, source)
-    params = load_params(learner, benchmark)
+    task = Task.build(cfg, source, learner)
+    checkpoint = load_checkpoint(learner, benchmark)
+    params, fitted = checkpoint["params"], checkpoint.get("fitted")
 
     def first(split: tuple) -> tuple:
         (sx, sy), (qx, qy) = split
@@ -53,7 +54,7 @@ def score_splits(
     for split, batch in splits.items():
         for k in steps:
             scores = per_task_scores(
-                build_learner(cfg, learner, k), task.loss_fn, task.predict, params, batch,
+                build_learner(cfg, learner, k, fitted), task.loss_fn, task.predict, params, batch,
                 task.loss_kind,
             )  # fmt: skip
             mean, ci = mean_ci(scores, cfg.eval.confidence)

@@ -7,6 +7,9 @@ the architecture; :func:`init_params` draws their parameters from an explicit ge
 
 The last linear layer of every model is named ``head`` (parameters ``head.weight`` and
 ``head.bias``), so that ANIL can adapt only the keys that start with ``"head"``.
+
+The collaborative-filtering models take item ids (``int64 [..., n]``) as input: a fixed feature
+table is a buffer (not a parameter), learned per-item tables are :class:`ItemTable` parameters.
 """
 
 from __future__ import annotations
@@ -60,15 +63,10 @@ class MLP(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)}"
-            )
+        _check_activation(activation)
         widths = [int(in_dim), *(int(h) for h in hidden)]
         self.activation = activation
-        self.layers = nn.ModuleList(
-            nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:], strict=True)
-        )
+        self.layers = _mlp_layers(widths)
         self.head = nn.Linear(widths[-1], int(out_dim), device="meta")
         _materialize(self, generator)
 
@@ -77,6 +75,129 @@ class MLP(nn.Module):
         for layer in self.layers:
             x = act(layer(x))
         return self.head(x)
+
+
+class ItemTable(nn.Module):
+    """A learned per-item table ``weight [n_items, dim]``, initialised to zeros: an item that no
+    meta-train user rated never receives a gradient and stays at the mean item (zero)."""
+
+    def __init__(self, n_items: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(int(n_items), int(dim), device="meta"))
+
+
+def _mlp_layers(widths: Sequence[int]) -> nn.ModuleList:
+    return nn.ModuleList(
+        nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:], strict=True)
+    )
+
+
+class ItemFeatureMLP(nn.Module):
+    """The MLP of :class:`MLP` over fixed item features: ``f(i) = MLP(features[i])`` for item ids
+    ``i`` (seed 000's collaborative-filtering model; ``model.cf: mlp``). Same parameter names and
+    initialisation as ``MLP(in_dim, 1, hidden)``."""
+
+    def __init__(
+        self,
+        features: Tensor,
+        hidden: Sequence[int] = (40, 40),
+        activation: str = "tanh",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        _check_activation(activation)
+        self.activation = activation
+        widths = [features.shape[1], *(int(h) for h in hidden)]
+        self.layers = _mlp_layers(widths)
+        self.head = nn.Linear(widths[-1], 1, device="meta")
+        _materialize(self, generator)
+        self.register_buffer("features", features.float(), persistent=False)  # after to_empty
+
+    def forward(self, items: Tensor) -> Tensor:
+        x = self.features[items]
+        act = _ACTIVATIONS[self.activation]
+        for layer in self.layers:
+            x = act(layer(x))
+        return self.head(x)
+
+
+class ItemFactorModel(nn.Module):
+    """A meta-learned factor model of ratings (MeLU, Lee et al. 2019; the ANIL split):
+
+        f(i) = head(MLP([features[i], item.embedding[i]])) + item.bias[i]
+
+    The item embedding, the item bias and the MLP are shared by all users (meta-learned, held
+    fixed in the inner loop under ``algo.adapt: head``); the ``head`` is the user: its weight a
+    taste vector over the learned item representation, its bias the user's offset. The head's
+    weight starts at zero and its bias at the meta-train mean rating ``mean``, so the untrained
+    model predicts the global mean plus the user offset the inner loop fits: the classical
+    bias baseline's structure is the starting point, and everything else is learned.
+    """
+
+    def __init__(
+        self,
+        features: Tensor,
+        mean: float,
+        item_dim: int = 32,
+        hidden: Sequence[int] = (40, 40),
+        activation: str = "tanh",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        _check_activation(activation)
+        self.activation, self.mean = activation, float(mean)
+        n_items = features.shape[0]
+        self.item = nn.ModuleDict({"bias": ItemTable(n_items, 1)})
+        if item_dim:
+            self.item["embedding"] = ItemTable(n_items, item_dim)
+        widths = [features.shape[1] + int(item_dim), *(int(h) for h in hidden)]
+        self.layers = _mlp_layers(widths)
+        self.head = nn.Linear(widths[-1], 1, device="meta")
+        _materialize(self, generator)
+        self.register_buffer("features", features.float(), persistent=False)  # after to_empty
+
+    def initial_values(self, values: Params) -> Params:
+        head = {"head.weight": torch.zeros_like(values["head.weight"])}
+        return {**values, **head, "head.bias": _fill(values["head.bias"], self.mean)}
+
+    def forward(self, items: Tensor) -> Tensor:
+        x = self.features[items]
+        if "embedding" in self.item:
+            x = torch.cat([x, self.item["embedding"].weight[items]], dim=-1)
+        act = _ACTIVATIONS[self.activation]
+        for layer in self.layers:
+            x = act(layer(x))
+        return self.head(x) + self.item["bias"].weight[items]
+
+
+class BiasModel(nn.Module):
+    """The classical baseline's predictor ``f(i) = item.bias[i] + head.bias``: an item offset
+    and one number for the user (global mean plus the user's offset)."""
+
+    def __init__(self, n_items: int, mean: float) -> None:
+        super().__init__()
+        self.mean = float(mean)
+        self.item = nn.ModuleDict({"bias": ItemTable(n_items, 1)})
+        self.head = nn.Module()
+        self.head.bias = nn.Parameter(torch.empty(1, device="meta"))
+        _materialize(self, None)
+
+    def initial_values(self, values: Params) -> Params:
+        return {**values, "head.bias": _fill(values["head.bias"], self.mean)}
+
+    def forward(self, items: Tensor) -> Tensor:
+        return self.item["bias"].weight[items] + self.head.bias
+
+
+def _fill(like: Tensor, value: float) -> Tensor:
+    return torch.full_like(like, value)
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in _ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)}"
+        )
 
 
 class Conv4(nn.Module):
@@ -142,7 +263,10 @@ def init_params(
     * ``Linear``/``Conv2d`` weight: ``U(-b, b)``, ``b = gain * sqrt(3 / fan_in)`` with the
       kaiming-uniform gain for ``a = sqrt(5)``, i.e. ``b = 1 / sqrt(fan_in)``;
     * ``Linear``/``Conv2d`` bias: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``;
-    * ``BatchNorm`` weight 1, bias 0.
+    * ``BatchNorm`` weight 1, bias 0; an :class:`ItemTable` 0 (a bare bias parameter, as
+      :class:`BiasModel`'s ``head.bias``, 0);
+    * last, a model's own ``initial_values(values)``, where it has one (the rating models'
+      head: zero weight, the mean rating as bias).
 
     Parameters are drawn in ``model.named_parameters()`` order, so the same seed gives the same
     parameters (for any ``dtype``/``device``, up to the final cast). ``dtype`` defaults to
@@ -167,6 +291,8 @@ def init_params(
             drawn = {"weight": uniform(weight.shape, bound)}
             if "bias" in own:
                 drawn["bias"] = uniform(own["bias"].shape, bound)
+        elif isinstance(module, ItemTable) or type(module) is nn.Module:
+            drawn = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in own.items()}
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             drawn = {
                 "weight": torch.ones(own["weight"].shape, dtype=torch.float64),
@@ -177,6 +303,8 @@ def init_params(
         for name, value in drawn.items():
             key = f"{prefix}.{name}" if prefix else name
             values[key] = value.to(device=device, dtype=dtype)
+    if hasattr(model, "initial_values"):
+        values = model.initial_values(values)
     # Keep the model's parameter order (the drawing order above is the same).
     return {name: values[name].detach() for name, _ in model.named_parameters()}
 

@@ -54,5 +54,16 @@ def eval_per_task(learner: str, benchmark: str) -> Path:
 SUMMARY_JSON = Path("results/summary.json")
 SUMMARY_MD = Path("results/summary.md")
 PLOTS = Path("results/plots")
+TUNING = Path("results/tuning")  # the tune stage's sweeps
+
+
+def tuning_csv(benchmark: str) -> Path:
+    return TUNING / f"{benchmark}.csv"
+
+
+def tuning_json(benchmark: str) -> Path:
+    return TUNING / f"{benchmark}.json"
+
+
 EFFICIENCY = Path("results/efficiency")  # CSVs and plots of the efficiency stage
 EFFICIENCY_JSON = Path("results/efficiency.json")  # its targets, as DVC metrics

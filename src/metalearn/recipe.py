@@ -87,6 +87,34 @@ CPU = [
 ]
 
 
+# Collaborative filtering and synthetic regression only (issue 13's study): the other benchmarks'
+# entries are deleted, so `report` and `tune` reach only these ten.
+CF = [f"{d}-{s}" for d in ("jester", "movielens100k", "movielens1m") for s in REAL_BENCHMARKS[d]]
+SYNTHETIC = [f"{d}-shot{n}" for d in ("cosmixture", "alpine") for n in (50, 100)]
+ONLY_CF_AND_SYNTHETIC = [
+    "pipeline.datasets=[jester,movielens100k,movielens1m,cosmixture,alpine]",
+    *(f"~pipeline.benchmarks.{b}" for b in OMNIGLOT + MINIIMAGENET),
+    "algo.adjoint.trajectory=store",  # the authors' choice; the same gradient, no recomputation
+    "train.val_every=25",
+]
+
+# Fair tuning of the ten on a 2-core CPU (README "Tuning"): one benchmark per dataset (the
+# tuned values stand for its other setting), every gradient-trained learner on the same four
+# inner step sizes (alpha * K from 0.015 to 5 across MAML's K = 5 and the others' 50) at
+# one meta-lr, 300 meta-iterations each.
+TUNE_CPU = [
+    *MIRROR,
+    *ONLY_CF_AND_SYNTHETIC,
+    "tune.inner_lr=[0.003,0.01,0.03,0.1]",
+    "tune.meta_lr=[0.003]",
+    "tune.iterations=300",
+]
+
+# The study of the ten on a 2-core CPU: every learner and baseline, 3 training seeds, the tuned
+# values of params.yaml, 200 meta-iterations (model selection on meta-val every 25).
+STUDY_CPU = [*MIRROR, *ONLY_CF_AND_SYNTHETIC, "train.iterations=200", "train.meta_lr=0.003"]
+
+
 # The efficiency stage on a 2-core CPU in about half an hour (31 min on 2026-12-01,
 # benchmarks/README.md): every K of the sweep, one Conv4 task per meta-gradient and one timed
 # call after the first, 60 s a point (Adjoint MAML on the Conv4 runs out of it from K = 200:
@@ -113,7 +141,11 @@ RECIPES = {
     "mirror-data": Recipe(
         "download, verify and episodify every real dataset from METALEARN_DATA_MIRROR "
         "(params narrowed to what ../shared/datasets holds); no training",
-        [*_benchmarks(REAL_BENCHMARKS), *MIRROR],
+        [
+            *_benchmarks(REAL_BENCHMARKS),
+            *MIRROR,
+            "tune.benchmarks=[jester-shot10,movielens100k-shot10,movielens1m-shot10]",
+        ],
         targets=("episodify",),
     ),
     "cpu": Recipe(
@@ -121,6 +153,19 @@ RECIPES = {
         "two hours: the papers' inner loops, small meta-training budgets (the efficiency "
         "stage is its own job: dvc repro efficiency)",
         CPU,
+        targets=("report",),
+    ),
+    "tune-cpu": Recipe(
+        "fair tuning of every gradient-trained learner on one CF or synthetic benchmark per "
+        "dataset (same grid, same budget) on a 2-core CPU; then `python -m metalearn.tuning "
+        "apply` writes the choices into params.yaml",
+        TUNE_CPU,
+        targets=("tune",),
+    ),
+    "study-cpu": Recipe(
+        "every learner and baseline on the collaborative-filtering and synthetic benchmarks, "
+        "3 seeds, paired statistics, on a 2-core CPU",
+        STUDY_CPU,
         targets=("report",),
     ),
     "efficiency-cpu": Recipe(

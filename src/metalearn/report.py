@@ -1,10 +1,12 @@
 """The report stage: every evaluation in one metrics file, paper-style tables and plots.
 
 ``results/summary.md`` holds one table per family (learners as rows) in the layout of the paper
-it reproduces, the published numbers for the same cells under it, the protocol that ran, every
-difference from the papers' protocols and the sanity checks; ``results/summary.json`` the same
-numbers for ``dvc exp show``; ``results/plots/`` a bar chart and the meta-validation curves per
-benchmark (also logged to that benchmark's MLflow runs).
+it reproduces, the published numbers for the same cells under it, the papers' claims (which
+learner beats which) checked against ours, the protocol that ran, every difference from the
+papers' protocols, the sanity checks and, per benchmark, paired comparisons on the per-task
+scores (:mod:`metalearn.paired`); ``results/summary.json`` the same numbers for ``dvc exp show``;
+``results/plots/`` a bar chart and the meta-validation curves per benchmark (also logged to that
+benchmark's MLflow runs).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from metalearn import paths, published  # noqa: E402
@@ -34,11 +37,24 @@ from metalearn.config import (  # noqa: E402
     flatten,
     iterations,
     learner_options,
+    learners_of,
     parse_benchmark,
 )
 from metalearn.io import atomic_dir, atomic_file, read_json, write_json  # noqa: E402
+from metalearn.paired import (  # noqa: E402
+    ALPHA,
+    BenchmarkComparison,
+    Claim,
+    Comparison,
+    check_claims,
+    compare_learners,
+    verdict_counts,
+)
 
 Results = dict[str, dict[str, dict[str, Any]]]  # benchmark -> learner -> eval metrics
+Scores = dict[str, dict[str, np.ndarray]]  # benchmark -> learner -> per-task scores
+Comparisons = dict[str, BenchmarkComparison]  # benchmark -> paired comparisons
+Claims = dict[str, list[Claim]]  # benchmark -> the papers' claims, judged
 
 META_LEARNERS = ("maml", "fomaml", "reptile", "imaml", "adjoint")
 BASELINE = "scratch"  # every meta-learner must beat it
@@ -57,6 +73,10 @@ PAPER_ROWS = {
     "iMAML, Hessian-Free": "imaml",
 }
 
+# The Adjoint MAML paper's ranking in nRMSE (seed 000: Table 1 and the synthetic-regression
+# figures), best first: A-MAML < iMAML < MAML < {Reptile, FOMAML} (one tuple: not ordered).
+ADJOINT_RANKING = (("adjoint",), ("imaml",), ("maml",), ("fomaml", "reptile"))
+
 
 @dataclass(frozen=True)
 class Family:
@@ -67,6 +87,9 @@ class Family:
     headers: tuple[str, ...]  # their column titles
     percent: bool  # accuracy shown in %
     published: Callable[[Config], list[published.PublishedTable]]
+    #: the paper's ranking of the meta-learners, checked where ``published`` has no numbers
+    #: (empty: the family's claims are not checked)
+    ranking: tuple[tuple[str, ...], ...] = ()
 
 
 def _cf_tables(cfg: Config) -> list[published.PublishedTable]:
@@ -95,6 +118,7 @@ FAMILIES = (
         ),
         percent=False,
         published=_cf_tables,
+        ranking=ADJOINT_RANKING,
     ),
     Family(
         "Few-shot classification: meta-test accuracy in % (higher is better)",
@@ -121,22 +145,25 @@ FAMILIES = (
         ),
         percent=False,
         published=lambda cfg: [],
+        ranking=ADJOINT_RANKING,
     ),
 )
 
 
 def collect(cfg: Config, root: Path = Path()) -> Results:
-    """``{benchmark: {learner: eval metrics}}`` for the pipeline's learners and benchmarks."""
+    """``{benchmark: {learner: eval metrics}}`` for the pipeline's benchmarks and the learners of
+    each (:func:`metalearn.config.learners_of`: the bias baseline on collaborative filtering)."""
     results = {}
     for benchmark in cfg.pipeline.benchmarks:
         path = root / paths.eval_metrics(benchmark)
         found = read_json(path)
-        missing = [lr for lr in cfg.pipeline.learners if lr not in found]
+        learners = learners_of(cfg, benchmark)
+        missing = [lr for lr in learners if lr not in found]
         if missing:
             raise FileNotFoundError(
                 f"{path} has no evaluation of {', '.join(missing)}; run evaluate@{benchmark}"
             )
-        results[benchmark] = {lr: found[lr] for lr in cfg.pipeline.learners}
+        results[benchmark] = {lr: found[lr] for lr in learners}
     return results
 
 
@@ -148,6 +175,102 @@ def summary_metrics(results: Results) -> dict[str, Any]:
         }
         for benchmark, by_learner in results.items()
     }
+
+
+# ---------------------------------------------------------------------------- per-task scores
+
+
+def read_scores(results: Results, root: Path = Path()) -> Scores:
+    """``{benchmark: {learner: per-task scores, in task order}}`` from evaluate's parquet files,
+    for each benchmark that has every learner's file (the others get no paired statistics)."""
+    scores = {}
+    for benchmark, by_learner in results.items():
+        files = {lr: root / paths.eval_per_task(lr, benchmark) for lr in by_learner}
+        if not all(f.is_file() for f in files.values()):
+            continue
+        frames = {lr: pl.read_parquet(f).sort("task") for lr, f in files.items()}
+        first = next(iter(frames))
+        for lr, frame in frames.items():
+            if not frame["task"].equals(frames[first]["task"]):
+                raise ValueError(
+                    f"{files[lr]} and {files[first]} score different tasks; run "
+                    f"evaluate@{benchmark} again"
+                )
+        scores[benchmark] = {
+            lr: frame[by_learner[lr]["metric"]].to_numpy().astype(np.float64)
+            for lr, frame in frames.items()
+        }
+    return scores
+
+
+def compare_all(results: Results, scores: Scores, confidence: float) -> Comparisons:
+    """:func:`metalearn.paired.compare_learners` on each benchmark with per-task scores."""
+    return {
+        b: compare_learners(by_learner, _higher(results[b]), confidence)
+        for b, by_learner in scores.items()
+    }
+
+
+def _higher(by_learner: dict[str, dict[str, Any]]) -> bool:
+    return next(iter(by_learner.values()))["higher_is_better"]
+
+
+def claimed_values(family: Family, cfg: Config, benchmark: str) -> dict[str, float]:
+    """Per meta-learner, what the paper claims on ``benchmark``: its published number (the
+    family's tables), else its place in the family's ranking (0 = best); empty where the
+    family's claims are not checked."""
+    if not family.ranking:
+        return {}
+    numbers = {
+        PAPER_ROWS[name]: row[benchmark][0]
+        for table in family.published(cfg)
+        for name, row in table.rows.items()
+        if benchmark in row
+    }
+    return numbers or {n: place for place, names in enumerate(family.ranking) for n in names}
+
+
+def paper_claims(cfg: Config, results: Results, scores: Scores) -> Claims:
+    """Per benchmark with per-task scores: every claim "X beats Y" of :func:`claimed_values`
+    between our meta-learners, judged by :func:`metalearn.paired.check_claims`."""
+    claims = {}
+    for family in FAMILIES:
+        for b in family.columns:
+            values = claimed_values(family, cfg, b)
+            if b in scores and values:
+                higher = _higher(results[b])
+                claims[b] = check_claims(scores[b], values, higher, cfg.eval.confidence)
+    return claims
+
+
+def _comparison_json(c: Comparison) -> dict[str, Any]:
+    return {"difference": c.difference, "ci": c.ci, "p": c.p, "n": c.n}
+
+
+def paired_json(comparison: BenchmarkComparison) -> dict[str, Any]:
+    """A benchmark's paired comparisons for ``summary.json``."""
+    learners = {
+        name: {
+            "mean": c.mean,
+            "not_worse_than_best": c.not_worse,
+            "vs_best": _comparison_json(c.vs_best),
+            **{f"vs_{b}": _comparison_json(v) for b, v in c.vs_baselines.items()},
+        }
+        for name, c in comparison.learners.items()
+    }
+    return {"best": comparison.best, "alpha": ALPHA, "learners": learners}
+
+
+def claims_json(claims: list[Claim]) -> dict[str, Any]:
+    """A benchmark's judged claims for ``summary.json``: the counts and each claim."""
+    pairs = {
+        f"{c.better} better than {c.worse}": {
+            **_comparison_json(c.comparison),
+            "verdict": c.verdict,
+        }
+        for c in claims
+    }
+    return {**verdict_counts(claims), "claims": pairs}
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -182,9 +305,28 @@ def _tasks(results: Results, benchmark: str) -> int:
     return max(r["tasks"] for r in results[benchmark].values())
 
 
-def _cell(r: dict[str, Any], percent: bool) -> str:
+def _number(value: float, percent: bool, sign: str = "") -> str:
+    """The tables' number format: accuracy in % with one decimal, nRMSE with three."""
     scale, digits = (100, 1) if percent else (1, 3)
-    return f"{scale * r['mean']:.{digits}f} ± {scale * r['ci']:.{digits}f}"
+    return f"{scale * value:{sign}.{digits}f}"
+
+
+def _cell(r: dict[str, Any], percent: bool) -> str:
+    """``mean ± per-task CI``, and ``(s sd)`` with the spread of the training seeds' means when
+    there are several seeds."""
+    cell = f"{_number(r['mean'], percent)} ± {_number(r['ci'], percent)}"
+    if r.get("seeds", 1) > 1:
+        cell += f" (s {_number(r['seed_sd'], percent)})"
+    return cell
+
+
+def _p_value(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def _difference(c: Comparison, percent: bool) -> str:
+    """``+0.012 ± 0.004 (p=0.003)``: mean paired difference ± half-width, Wilcoxon p."""
+    return f"{_number(c.difference, percent, '+')} ± {_number(c.ci, percent)} ({_p_value(c.p)})"
 
 
 def _published_cell(value: tuple[float, float] | None, percent: bool) -> str:
@@ -196,32 +338,76 @@ def _published_cell(value: tuple[float, float] | None, percent: bool) -> str:
 
 def _pick(by_learner: dict[str, dict[str, Any]]) -> Callable:
     """``max`` where the metric is higher-is-better, else ``min``."""
-    return max if next(iter(by_learner.values()))["higher_is_better"] else min
+    return max if _higher(by_learner) else min
 
 
 def _best_learner(by_learner: dict[str, dict[str, Any]]) -> str:
     return _pick(by_learner)(by_learner, key=lambda name: by_learner[name]["mean"])
 
 
-def family_table(family: Family, results: Results, cfg: Config) -> str:
-    """Our numbers (best in bold, † where a meta-learner does not beat scratch), then the
+def _bold(benchmark: str, results: Results, comparisons: Comparisons) -> set[str]:
+    """The learners in bold in a benchmark's column: every one not significantly worse than the
+    best (paired tests), or the best mean alone where there are no per-task scores."""
+    if benchmark in comparisons:
+        return {n for n, c in comparisons[benchmark].learners.items() if c.not_worse}
+    return {_best_learner(results[benchmark])}
+
+
+def _bold_caption(benchmarks: Sequence[str], comparisons: Comparisons) -> str:
+    """What bold means in a table of ``benchmarks``."""
+    tested = (
+        "Bold: the best mean and every learner not significantly worse than it (paired "
+        f"Wilcoxon signed-rank test over the meta-test tasks, p < {ALPHA:g})."
+    )
+    missing = [b for b in benchmarks if b not in comparisons]
+    if not missing:
+        return tested
+    untested = "bold is the best mean alone (no per-task scores, so no paired tests)"
+    if len(missing) == len(benchmarks):
+        return untested[0].upper() + untested[1:] + "."
+    return f"{tested} {', '.join(missing)}: {untested}."
+
+
+def _level(results: Results) -> str:
+    """The confidence level of the intervals, e.g. ``95 %``."""
+    levels = {r.get("confidence", 0.95) for by in results.values() for r in by.values()}
+    return "/".join(f"{100 * c:g} %" for c in sorted(levels))
+
+
+def family_table(
+    family: Family, results: Results, cfg: Config, comparisons: Comparisons | None = None
+) -> str:
+    """Our numbers (in bold: the learners not significantly worse than the best, or the best
+    alone without ``comparisons``; † where a meta-learner does not beat scratch), then the
     published ones for the same columns."""
+    comparisons = comparisons or {}
     columns = [(b, h) for b, h in zip(family.columns, family.headers, strict=True) if b in results]
-    learners = list(cfg.pipeline.learners)
+    learners = list(dict.fromkeys(lr for b, _ in columns for lr in results[b]))  # "–": not run
     most = max(_tasks(results, b) for b in results)
     columns = [  # a column scored on fewer tasks than the others says so
         (b, h if _tasks(results, b) == most else f"{h} ({_tasks(results, b)} tasks)")
         for b, h in columns
     ]
-    lines = [f"### {family.title}", ""]
+    lines = [f"### {family.title}", "", _bold_caption([b for b, _ in columns], comparisons)]
+    seeds = {r.get("seeds", 1) for b, _ in columns for r in results[b].values()}
+    if max(seeds) > 1:
+        lines += [
+            f"Cells: mean ± the {_level(results)} interval over the meta-test tasks (a task's "
+            "score is its mean over the training seeds); (s …): the standard deviation of the "
+            f"seeds' means ({', '.join(map(str, sorted(seeds)))} seeds)."
+        ]
+    lines += [""]
     lines += ["| learner | " + " | ".join(h for _, h in columns) + " |"]
     lines += ["|---|" + "---|" * len(columns)]
-    best = {b: _best_learner(results[b]) for b, _ in columns}
+    bold = {b: _bold(b, results, comparisons) for b, _ in columns}
     for learner in learners:
         cells = []
         for b, _ in columns:
+            if learner not in results[b]:
+                cells.append("–")
+                continue
             r, cell = results[b][learner], _cell(results[b][learner], family.percent)
-            if best[b] == learner:
+            if learner in bold[b]:
                 cell = f"**{cell}**"
             beaten = BASELINE in results[b] and not _better(r, results[b][BASELINE])
             if learner in META_LEARNERS and beaten:
@@ -309,10 +495,104 @@ def best_table(best: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def other_table(benchmarks: Sequence[str], results: Results, cfg: Config) -> str:
+def other_table(
+    benchmarks: Sequence[str], results: Results, cfg: Config, comparisons: Comparisons | None = None
+) -> str:
     """Benchmarks outside the paper families, in one plain table."""
     family = Family("Other benchmarks", tuple(benchmarks), tuple(benchmarks), False, lambda c: [])
-    return family_table(family, results, cfg)
+    return family_table(family, results, cfg, comparisons)
+
+
+def _percent(benchmark: str) -> bool:
+    """Whether the benchmark's family shows its metric in %."""
+    return any(benchmark in f.columns and f.percent for f in FAMILIES)
+
+
+def paired_table(benchmark: str, results: Results, comparison: BenchmarkComparison) -> str:
+    """Each learner's mean ± CI (bold as in the family tables) and its paired difference to the
+    best learner and to each other baseline (:func:`_difference`; "–" against itself)."""
+    percent, best = _percent(benchmark), comparison.best
+    baselines = [b for b in next(iter(comparison.learners.values())).vs_baselines if b != best]
+    heads = ["learner", "mean", f"− {best} (best)", *(f"− {b}" for b in baselines)]
+    lines = [f"#### {benchmark}", "", "| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
+    for name, c in comparison.learners.items():
+        against = {best: c.vs_best, **{b: c.vs_baselines[b] for b in baselines}}
+        cells = ["–" if name == o else _difference(v, percent) for o, v in against.items()]
+        mean = _cell(results[benchmark][name], percent)
+        mean = f"**{mean}**" if c.not_worse else mean
+        lines.append(f"| {name} | {mean} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_section(results: Results, comparisons: Comparisons, confidence: float) -> str:
+    """:func:`paired_table` per benchmark, and the benchmarks without per-task scores."""
+    lines = [
+        "### Paired comparisons per benchmark",
+        "",
+        "Every learner is scored on the same meta-test tasks, so scores pair up by task. Each "
+        "difference: mean over tasks of (row's learner − column's learner) ± the "
+        f"{confidence:.0%} Student-t half-width, and the two-sided Wilcoxon signed-rank p; "
+        "negative is better for nRMSE, positive for accuracy (in % points). Bold: not "
+        f"significantly worse than the best (p < {ALPHA:g}).",
+        "",
+    ]
+    if missing := [b for b in results if b not in comparisons]:
+        where = paths.eval_per_task("<learner>", "<benchmark>")
+        lines += [f"No per-task scores ({where}) for {', '.join(missing)}: no paired tests.", ""]
+    lines += [paired_table(b, results, comparisons[b]) for b in results if b in comparisons]
+    return "\n".join(lines)
+
+
+def claims_section(cfg: Config, claims: Claims) -> str:
+    """The papers' claims against ours: counts per benchmark, then per family each claim's
+    verdict, difference and p per benchmark."""
+    families = [f for f in FAMILIES if f.ranking and any(b in claims for b in f.columns)]
+    sources = "; ".join(f"{f.title.partition(':')[0]}: {_claims_source(f, cfg)}" for f in families)
+    lines = [
+        "### Paper's claims",
+        "",
+        "The Adjoint MAML paper ranks A-MAML < iMAML < MAML < {Reptile, FOMAML} in nRMSE. Per "
+        "benchmark, each pair of our meta-learners whose published numbers differ is a claim "
+        f'"X better than Y" ({sources}). Ours *agrees* where X is better with paired Wilcoxon '
+        f"p < {ALPHA:g}, is *reversed* where Y is, else it is a *tie*.",
+        "",
+        "| benchmark | claims | agrees | ties | reversed |",
+        "|---|---|---|---|---|",
+    ]
+    every = {**claims, "all": [c for found in claims.values() for c in found]}
+    for b, found in every.items():
+        counts = " | ".join(str(n) for n in verdict_counts(found).values())
+        lines.append(f"| {b} | {len(found)} | {counts} |")
+    for family in families:
+        lines += ["", _claims_table(family, claims)]
+    return "\n".join(lines) + "\n"
+
+
+def _claims_source(family: Family, cfg: Config) -> str:
+    tables = family.published(cfg)
+    return "; ".join(t.source for t in tables) if tables else "the ranking (no published numbers)"
+
+
+def _claims_table(family: Family, claims: Claims) -> str:
+    """One row per claim "X better than Y" of the family's benchmarks, one column per benchmark:
+    the verdict, our mean difference X − Y and its p ("–": not claimed there)."""
+    columns = [(b, h) for b, h in zip(family.columns, family.headers, strict=True) if b in claims]
+    judged = {(b, c.better, c.worse): c for b, _ in columns for c in claims[b]}
+    pairs = list(dict.fromkeys((x, y) for _, x, y in judged))
+    lines = ["| claim | " + " | ".join(h for _, h in columns) + " |"]
+    lines += ["|---|" + "---|" * len(columns)]
+    for x, y in pairs:
+        cells = [_verdict_cell(judged.get((b, x, y)), family.percent) for b, _ in columns]
+        lines.append(f"| {x} better than {y} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _verdict_cell(claim: Claim | None, percent: bool) -> str:
+    """``agrees: -0.020 (p<0.001)``; "–" for no claim."""
+    if claim is None:
+        return "–"
+    c = claim.comparison
+    return f"{claim.verdict}: {_number(c.difference, percent, '+')} ({_p_value(c.p)})"
 
 
 def protocol_table(cfg: Config, results: Results) -> str:
@@ -470,14 +750,15 @@ def bar_chart(benchmark: str, by_learner: dict[str, dict[str, Any]], path: Path)
 
 
 def curves_chart(cfg: Config, benchmark: str, path: Path, root: Path = Path()) -> None:
-    """Meta-validation metric against iteration, one line per learner; a learner without
-    meta-training (scratch) is a dashed level."""
+    """Meta-validation metric against iteration, one line per learner (the mean over its
+    training seeds); a learner without meta-training (scratch, bias) is a dashed level."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     column = "meta_val"
-    for learner in cfg.pipeline.learners:
+    for learner in learners_of(cfg, benchmark):
         curve = pl.read_csv(root / paths.train_curve(learner, benchmark))
         column = next(c for c in curve.columns if c.startswith("meta_val_"))
-        points = curve.drop_nulls(column)
+        points = curve.drop_nulls(column).group_by("iteration").agg(pl.col(column).mean())
+        points = points.sort("iteration")
         if points.height == 1 and points["iteration"][0] == 0:
             ax.axhline(points[column][0], linestyle="--", color="#999999", label=learner)
         else:
@@ -572,7 +853,11 @@ def markdown(
     prov: dict[str, Any],
     default: Config | None = None,
     best: dict[str, dict[str, Any]] | None = None,
+    comparisons: Comparisons | None = None,
+    claims: Claims | None = None,
 ) -> str:
+    """The whole ``summary.md``; without ``comparisons`` (no per-task scores read) no paired
+    section and the best mean alone in bold."""
     confidence = cfg.eval.confidence
     most = max(_tasks(results, b) for b in results)
     parts = [
@@ -581,19 +866,21 @@ def markdown(
         provenance_line(prov),
         "",
         f"Each cell: mean over the benchmark's first {most} fixed meta-test tasks (fewer where a "
-        f"column says so) ± the {confidence:.0%} Student-t half-width; best learner in bold; † "
-        "marks a meta-learner that does not beat the `scratch` baseline there.",
+        f"column says so) ± the {confidence:.0%} Student-t half-width (bold: see each table); † "
+        "marks a meta-learner whose mean does not beat the `scratch` baseline's there.",
         "",
     ]
     placed: set[str] = set()
     for family in FAMILIES:
         if any(b in results for b in family.columns):
-            parts.append(family_table(family, results, cfg))
+            parts.append(family_table(family, results, cfg, comparisons))
             placed |= set(family.columns)
     if rest := [b for b in results if b not in placed]:
-        parts.append(other_table(rest, results, cfg))
+        parts.append(other_table(rest, results, cfg, comparisons))
     if best:
         parts.append(best_table(best))
+    if claims:
+        parts.append(claims_section(cfg, claims))
     parts += ["### Sanity checks", ""]
     bad = checks["not_beating_scratch"]
     if not bad:
@@ -621,6 +908,8 @@ def markdown(
             "",
         ]
         parts += [f"- {c}" for c in changes] + [""]
+    if comparisons is not None:
+        parts.append(paired_section(results, comparisons, confidence))
     return "\n".join(parts)
 
 
@@ -630,13 +919,20 @@ def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> di
     checks = sanity_checks(results)
     prov = provenance(cfg, results, root)
     best = best_against_published(results, cfg)
+    scores = read_scores(results, root)
+    comparisons = compare_all(results, scores, cfg.eval.confidence)
+    claims = paper_claims(cfg, results, scores)
     summary = {**summary_metrics(results), "checks": checks, "best": best, "provenance": prov}
+    for b, comparison in comparisons.items():
+        summary[b]["paired"] = paired_json(comparison)
+    summary["claims"] = {b: claims_json(found) for b, found in claims.items()}
     with atomic_dir(root / paths.PLOTS) as plots:
         for benchmark, by_learner in results.items():
             bar_chart(benchmark, by_learner, plots / f"{benchmark}-test.png")
             curves_chart(cfg, benchmark, plots / f"{benchmark}-curves.png", root)
     with atomic_file(root / paths.SUMMARY_MD) as tmp:
-        tmp.write_text(markdown(cfg, results, checks, prov, default_config(root), best))
+        text = markdown(cfg, results, checks, prov, default_config(root), best, comparisons, claims)
+        tmp.write_text(text)
     write_json(root / paths.SUMMARY_JSON, summary)
     if log_plots:
         _log_plots(results, root / paths.PLOTS)
@@ -675,6 +971,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "FAMILIES",
     "collect",
+    "compare_all",
+    "paper_claims",
+    "read_scores",
     "readme_with_results",
     "sanity_checks",
     "summary_metrics",

@@ -6,6 +6,7 @@ leaves earlier results as they were.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -14,12 +15,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from metalearn import paths
 from metalearn.config import (
+    CF_ONLY_LEARNERS,
     Config,
     ConfigError,
     benchmark_config,
     dataset_config,
     eval_steps,
     flatten,
+    learners_of,
     load_config,
     parse_benchmark,
     resolve_device,
@@ -74,51 +77,72 @@ def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
 
     from metalearn import tracking  # MLflow takes seconds to import: only where it is used
     from metalearn.data.episodes import load_episodes
-    from metalearn.training import meta_train
+    from metalearn.training import meta_train_seeds, training_seeds
 
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
     device = torch_runtime(cfg)
+    seeds = training_seeds(cfg, learner)
     with tracking.train_run(cfg, learner, benchmark, source.meta) as log:
-        result = meta_train(cfg, learner, benchmark, source, device, on_metrics=log)
+        runs = meta_train_seeds(cfg, learner, benchmark, source, device, on_metrics=log)
         run_id = log.run_id
-    final = result.curve[-1]
-    metrics = {
+    first = runs[0]
+    # where meta-val stopped improving: the point whose parameters meta-test uses
+    tracking.log_to_run(
+        run_id, {"best_iteration": first.best_iteration, "best_meta_val": first.best_val}
+    )
+    final = first.curve[-1]
+    metrics = {  # of the first seed; the checkpoint has every seed's
         "mlflow_run_id": run_id,
         "device": str(device),
-        "seconds": round(result.seconds, 3),
+        "seconds": round(sum(r.seconds for r in runs), 3),
+        "seeds": len(seeds),
         "iterations": final["iteration"],  # 0 for a learner that is not meta-trained
         **{k: v for k, v in final.items() if k != "iteration"},
+        "best_iteration": first.best_iteration,  # the parameters saved (best meta-val point)
+        "best_meta_val": first.best_val,
     }
-    checkpoint = {"learner": learner, "benchmark": benchmark, "mlflow_run_id": run_id}
+    checkpoint = {
+        "learner": learner,
+        "benchmark": benchmark,
+        "mlflow_run_id": run_id,
+        "seeds": seeds,
+        "seed_params": [r.params for r in runs],  # evaluate scores each seed's
+        "best_iterations": [r.best_iteration for r in runs],
+        "fitted": first.fitted,  # options chosen in training (the bias baseline's shrinkages)
+        "grid": first.grid,  # and the candidates it chose them from, with their meta-val scores
+    }
     with atomic_file(paths.model(learner, benchmark)) as tmp:
-        torch.save({"params": result.params, **checkpoint}, tmp)
+        torch.save({"params": first.params, **checkpoint}, tmp)
+    curves = [
+        pl.DataFrame(r.curve).with_columns(seed=pl.lit(s)) for s, r in zip(seeds, runs, strict=True)
+    ]
     with atomic_file(paths.train_curve(learner, benchmark)) as tmp:
-        pl.DataFrame(result.curve).write_csv(tmp)
+        pl.concat(curves, how="diagonal").write_csv(tmp)
     write_json(paths.train_metrics(learner, benchmark), metrics)
     return metrics
 
 
 def load_checkpoint(learner: str, benchmark: str) -> dict[str, Any]:
-    """The train stage's file: ``params`` (tensors), ``learner``, ``benchmark`` and
-    ``mlflow_run_id``."""
+    """The train stage's file: ``params`` (tensors, of the first seed's best meta-val point),
+    ``seed_params`` (every seed's), ``seeds``, ``best_iterations``, ``learner``, ``benchmark``,
+    ``mlflow_run_id``, ``fitted`` (options chosen in training) and ``grid``."""
     import torch
 
     path = paths.model(learner, benchmark)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run train@{learner}-{benchmark} first")
+        stage = "train-cf" if learner in CF_ONLY_LEARNERS else "train"
+        raise FileNotFoundError(f"{path} is missing; run {stage}@{learner}-{benchmark} first")
     return torch.load(path, weights_only=True)  # tensors and plain values: nothing is executed
 
 
-def load_params(learner: str, benchmark: str) -> dict[str, torch.Tensor]:
-    return load_checkpoint(learner, benchmark)["params"]
-
-
 def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
-    """Score every learner's trained parameters on the benchmark's first ``eval.tasks`` fixed
-    meta-test tasks. One process for all learners: the interpreter, torch and MLflow start once
-    (seconds each on a small CPU), not once per learner."""
+    """Score every learner's trained parameters (each training seed's) on the benchmark's first
+    ``eval.tasks`` fixed meta-test tasks; a task's score is its mean over the seeds, and
+    ``seed_sd`` the spread of the seeds' means. One process for all learners: the interpreter,
+    torch and MLflow start once (seconds each on a small CPU), not once per learner."""
     import polars as pl
+    import torch
 
     from metalearn import tracking
     from metalearn.data.episodes import load_episodes
@@ -129,28 +153,35 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
     device = torch_runtime(cfg)
-    task = Task.build(cfg, source)
-    metric = METRICS[task.loss_kind]
+    metric = METRICS[source.loss_kind]
     (sx, sy), (qx, qy) = source.fixed_tasks("test")
     n = cfg.eval.tasks
     tasks = to_device(((sx[:n], sy[:n]), (qx[:n], qy[:n])), device)
-    checkpoints = {lr: load_checkpoint(lr, benchmark) for lr in cfg.pipeline.learners}
+    checkpoints = {lr: load_checkpoint(lr, benchmark) for lr in learners_of(cfg, benchmark)}
     results, per_task = {}, {}
     for learner, checkpoint in checkpoints.items():
         steps = eval_steps(cfg, learner)
-        params = to_device(checkpoint["params"], device)
+        task = Task.build(cfg, source, learner, device)
+        scorer = build_learner(cfg, learner, steps, checkpoint.get("fitted"))
         start = time.perf_counter()
-        scores = per_task_scores(
-            build_learner(cfg, learner, steps),
-            task.loss_fn,
-            task.predict,
-            params,
-            tasks,
-            task.loss_kind,
-        ).cpu()
+        by_seed = torch.stack(
+            [
+                per_task_scores(
+                    scorer,
+                    task.loss_fn,
+                    task.predict,
+                    to_device(params, device),
+                    tasks,
+                    task.loss_kind,
+                ).cpu()
+                for params in checkpoint.get("seed_params", [checkpoint["params"]])
+            ]
+        )  # [seeds, tasks]
         seconds = time.perf_counter() - start
+        scores = by_seed.mean(0)  # a task's score: the mean over the training seeds
         mean, ci = mean_ci(scores, cfg.eval.confidence)
-        per_task[learner] = scores.numpy()
+        per_task[learner] = (scores.numpy(), by_seed.numpy())
+        seed_means = by_seed.mean(1).double()
         results[learner] = {
             "metric": metric.name,
             "higher_is_better": metric.higher_is_better,
@@ -158,16 +189,21 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
             "ci": ci,
             "confidence": cfg.eval.confidence,
             "tasks": n,
+            "seeds": len(by_seed),
+            "seed_sd": float(seed_means.std()) if len(by_seed) > 1 else math.nan,
             "steps": steps,
             "seconds": round(seconds, 3),
             "architecture": source.architecture,
             "counts": source.meta.get("counts"),  # the data behind the benchmark, for the report
             "mlflow_run_id": checkpoint["mlflow_run_id"],
+            "best_iteration": checkpoint.get("best_iterations", [None])[0],
         }
     # Every output is written only once every learner has been scored.
     with atomic_dir(paths.eval_per_task_dir(benchmark)) as tmp:
-        for learner, scores in per_task.items():
-            pl.DataFrame({"task": range(n), metric.name: scores}).write_parquet(
+        for learner, (scores, by_seed) in per_task.items():
+            seeds = checkpoints[learner].get("seeds", [0])
+            columns = {f"{metric.name}_seed{s}": row for s, row in zip(seeds, by_seed, strict=True)}
+            pl.DataFrame({"task": range(n), metric.name: scores, **columns}).write_parquet(
                 tmp / paths.eval_per_task(learner, benchmark).name
             )
     write_json(paths.eval_metrics(benchmark), results)
@@ -178,6 +214,34 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
             artifacts=[paths.eval_per_task(learner, benchmark)],
         )
     return results
+
+
+def run_tune(cfg: Config, benchmark: str) -> dict[str, Any]:
+    """Sweep ``tune``'s grid on ``benchmark`` (:mod:`metalearn.tuning`); write the table (CSV
+    and markdown) and the choice per learner. No MLflow runs: the sweep's points are not
+    results, and its files say everything they do."""
+    import polars as pl
+
+    from metalearn.data.episodes import load_episodes
+    from metalearn.evaluation import METRICS
+    from metalearn.training import meta_train
+    from metalearn.tuning import choose, markdown, tune
+
+    if benchmark not in cfg.tune.benchmarks:
+        raise ConfigError(f"benchmark {benchmark!r} is not in tune.benchmarks")
+    source = load_episodes(paths.episodes(benchmark))
+    device = torch_runtime(benchmark_config(cfg, benchmark))
+
+    def train(point: Config, learner: str):
+        return meta_train(point, learner, benchmark, source, device)
+
+    rows = tune(cfg, benchmark, train, on_point=lambda row: print(row, flush=True))
+    chosen = choose(rows, METRICS[source.loss_kind].higher_is_better)
+    with atomic_file(paths.tuning_csv(benchmark)) as tmp:
+        pl.DataFrame(rows).write_csv(tmp)
+    summary = {"benchmark": benchmark, "chosen": chosen, "table": markdown(benchmark, rows, chosen)}
+    write_json(paths.tuning_json(benchmark), summary)
+    return {learner: (r["inner_lr"], r["meta_lr"]) for learner, r in chosen.items()}
 
 
 def run_report(cfg: Config) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -14,11 +15,21 @@ from torch import nn
 from tqdm import tqdm
 
 from metalearn.algorithms import MetaLearner, make
-from metalearn.config import Config, iterations, learner_options
+from metalearn.algorithms.bias import Bias, fit_item_offsets
+from metalearn.config import Config, iterations, learner_options, meta_lr
 from metalearn.data.episodes import TaskSource
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.functional import Params
-from metalearn.models import MLP, Conv4, init_params, make_loss, make_predict
+from metalearn.models import (
+    MLP,
+    BiasModel,
+    Conv4,
+    ItemFactorModel,
+    ItemFeatureMLP,
+    init_params,
+    make_loss,
+    make_predict,
+)
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 
@@ -37,9 +48,23 @@ class Task:
     loss_kind: str
 
     @classmethod
-    def build(cls, cfg: Config, source: TaskSource) -> Task:
-        if source.architecture == "mlp":
-            model = MLP(source.in_dim, source.out_dim, cfg.model.hidden, cfg.model.activation)
+    def build(
+        cls, cfg: Config, source: TaskSource, learner: str, device: torch.device | None = None
+    ) -> Task:
+        """The model of ``learner`` on ``source``; a model's fixed tables (the CF item
+        features) are placed on ``device``."""
+        hidden, activation = cfg.model.hidden, cfg.model.activation
+        if source.architecture == "ratings":  # item ids in, item tables in the model
+            if learner == "bias":
+                model = BiasModel(source.n_items, source.mean_rating)
+            elif cfg.model.cf == "factors":
+                model = ItemFactorModel(
+                    source.features, source.mean_rating, cfg.model.item_dim, hidden, activation
+                )
+            else:
+                model = ItemFeatureMLP(source.features, hidden, activation)
+        elif source.architecture == "mlp":
+            model = MLP(source.in_dim, source.out_dim, hidden, activation)
         elif source.architecture == "conv4":
             model = Conv4(
                 source.in_channels, source.n_classes, cfg.model.filters, source.image_size
@@ -47,12 +72,17 @@ class Task:
         else:
             raise ValueError(f"unknown architecture {source.architecture!r}")
         kind = source.loss_kind
+        if device is not None:
+            model.to(device)  # buffers only: parameters are passed in, from init_params
         return cls(model, make_loss(model, kind), make_predict(model, kind), kind)
 
 
-def build_learner(cfg: Config, name: str, steps: int | None = None) -> MetaLearner:
-    """The learner ``name`` with its options from ``cfg`` (``steps`` overrides K, for meta-test)."""
-    options = learner_options(cfg, name)
+def build_learner(
+    cfg: Config, name: str, steps: int | None = None, fitted: dict[str, Any] | None = None
+) -> MetaLearner:
+    """The learner ``name`` with its options from ``cfg`` (``steps`` overrides K, for meta-test;
+    ``fitted``, the options a train stage chose, e.g. the bias baseline's shrinkages)."""
+    options = {**learner_options(cfg, name), **(fitted or {})}
     if steps is not None:
         options["steps"] = steps
     adapt_keys = None if cfg.algo.adapt == "all" else ["head"]
@@ -88,9 +118,16 @@ class Adam:
 
 @dataclass
 class TrainResult:
+    """The parameters of the best meta-val point (``best_iteration``; the last one for a tie),
+    the curve, and for a fitted learner the options it chose (``fitted``)."""
+
     params: Params
     curve: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    best_iteration: int = 0
+    best_val: float = math.nan
+    fitted: dict[str, Any] = field(default_factory=dict)
+    grid: list[dict[str, float]] = field(default_factory=list)  # a fitted learner's candidates
 
 
 def to_device(tree: Any, device: torch.device) -> Any:
@@ -109,27 +146,39 @@ def meta_train(
 
     Each step samples ``meta_batch`` tasks from a generator seeded by ``train.seed`` (same seed,
     same numbers), takes the learner's mean meta-gradient over them (one ``vmap``) and steps
-    Adam with ``meta_lr``. Every ``val_every`` steps the meta-val tasks are scored. Raises
+    Adam with ``meta_lr``. Every ``val_every`` steps (and at the last) the meta-val tasks are
+    scored; the result holds the parameters of the best of those points, which meta-test then
+    uses (model selection on meta-val, not the last iterate). Raises
     :class:`NonFiniteError` naming the learner, benchmark and iteration on a NaN/inf. A learner
     that is not meta-trained (``scratch``) keeps the initialisation: its curve is one
-    meta-val point at iteration 0.
+    meta-val point at iteration 0. The ``bias`` baseline is fitted instead (:func:`fit_bias`).
     """
-    task = Task.build(cfg, source)
+    task = Task.build(cfg, source, learner_name, device)
     learner = build_learner(cfg, learner_name)
+    val_tasks = to_device(source.fixed_tasks("val"), device)
+    metric = METRICS[task.loss_kind]
+    start = time.perf_counter()
+    if isinstance(learner, Bias):
+        result = fit_bias(learner, task, source, val_tasks, device, on_metrics)
+        result.seconds = time.perf_counter() - start
+        return result
     tasks_rng = torch.Generator().manual_seed(cfg.train.seed)
     init_rng = torch.Generator().manual_seed(cfg.train.seed)
     params = init_params(task.model, init_rng, device=device)
-    optimizer = Adam(params, lr=cfg.train.meta_lr)
-    val_tasks = to_device(source.fixed_tasks("val"), device)
-    metric = METRICS[task.loss_kind].name
+    optimizer = Adam(params, lr=meta_lr(cfg, learner_name))
+    best = _Best(metric.higher_is_better)
 
-    result = TrainResult(params={})
-    start = time.perf_counter()
-    if not learner.meta_trained:
+    def validate(iteration: int) -> dict[str, float]:
         scores = per_task_scores(
             learner, task.loss_fn, task.predict, params, val_tasks, task.loss_kind
         )
-        row = {f"meta_val_{metric}": float(scores.mean())}
+        value = float(scores.mean())
+        best.offer(iteration, value, params)
+        return {f"meta_val_{metric.name}": value}
+
+    result = TrainResult(params={})
+    if not learner.meta_trained:
+        row = validate(0)
         result.curve.append({"iteration": 0, **row})
         if on_metrics is not None:
             on_metrics(0, row)
@@ -143,16 +192,93 @@ def meta_train(
         optimizer.step(params, grads)
         row = {"meta_train_loss": float(loss)}
         if iteration % cfg.train.val_every == 0 or iteration == last:
-            scores = per_task_scores(
-                learner, task.loss_fn, task.predict, params, val_tasks, task.loss_kind
-            )
-            row[f"meta_val_{metric}"] = float(scores.mean())
+            row.update(validate(iteration))
             bar.set_postfix(row)
         result.curve.append({"iteration": iteration, **row})
         if on_metrics is not None:
             on_metrics(iteration, row)
     result.seconds = time.perf_counter() - start
+    result.params, result.best_iteration, result.best_val = best.params, best.iteration, best.value
+    return result
+
+
+def training_seeds(cfg: Config, learner_name: str) -> list[int]:
+    """The seeds a train stage runs: ``train.seeds`` consecutive ones from ``train.seed``; one
+    for the bias baseline, whose closed-form fit draws nothing at random."""
+    count = 1 if learner_name == "bias" else cfg.train.seeds
+    return [cfg.train.seed + i for i in range(count)]
+
+
+def meta_train_seeds(
+    cfg: Config,
+    learner_name: str,
+    benchmark: str,
+    source: TaskSource,
+    device: torch.device,
+    on_metrics: MetricsCallback | None = None,
+) -> list[TrainResult]:
+    """:func:`meta_train` once per training seed (:func:`training_seeds`). The first seed's
+    metrics go to ``on_metrics`` under their names, a later seed's as ``<name>/seed<seed>``."""
+    results = []
+    for i, seed in enumerate(training_seeds(cfg, learner_name)):
+        seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+        log = on_metrics
+        if on_metrics is not None and i > 0:
+            log = lambda step, row, s=seed: on_metrics(  # noqa: E731
+                step, {f"{k}/seed{s}": v for k, v in row.items()}
+            )
+        results.append(meta_train(seeded, learner_name, benchmark, source, device, log))
+    return results
+
+
+class _Best:
+    """The best meta-val point so far and a copy of its parameters (a later tie wins: with a
+    flat curve the longer-trained parameters are kept)."""
+
+    def __init__(self, higher_is_better: bool) -> None:
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.iteration, self.value, self.params = 0, math.nan, {}
+
+    def offer(self, iteration: int, value: float, params: Params) -> None:
+        if not self.params or self.sign * value >= self.sign * self.value:
+            self.iteration, self.value = iteration, value
+            self.params = {k: v.detach().cpu().clone() for k, v in params.items()}
+
+
+def fit_bias(
+    learner: Bias,
+    task: Task,
+    source: TaskSource,
+    val_tasks: tuple,
+    device: torch.device,
+    on_metrics: MetricsCallback | None = None,
+) -> TrainResult:
+    """The bias baseline's closed-form fit for every pair of candidate shrinkages, scored on
+    the meta-val tasks; the best pair (lowest mean meta-val nRMSE; the first on a tie) wins.
+    ``result.grid`` has one row per pair; the curve is the chosen pair's meta-val point."""
+    items, ratings = source.train_ratings()
+    result = TrainResult(params={})
+    best: tuple[float, float, float, Params] | None = None
+    for item_lam in learner.item_shrinkage:
+        params = to_device(fit_item_offsets(items, ratings, source.n_items, item_lam), device)
+        for user_lam in learner.user_shrinkage:
+            one = learner.with_shrinkage(item_lam, user_lam)
+            scores = per_task_scores(one, task.loss_fn, task.predict, params, val_tasks, "mse")
+            value = float(scores.mean())
+            result.grid.append(
+                {"item_shrinkage": item_lam, "user_shrinkage": user_lam, "meta_val_nrmse": value}
+            )
+            if best is None or value < best[0]:
+                best = (value, item_lam, user_lam, params)
+    assert best is not None
+    value, item_lam, user_lam, params = best
+    row = {"meta_val_nrmse": value, "item_shrinkage": item_lam, "user_shrinkage": user_lam}
+    result.curve.append({"iteration": 0, **row})
+    if on_metrics is not None:
+        on_metrics(0, row)
     result.params = {k: v.detach().cpu() for k, v in params.items()}
+    result.best_val = value
+    result.fitted = {"item_shrinkage": [item_lam], "user_shrinkage": [user_lam]}
     return result
 
 

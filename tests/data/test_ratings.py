@@ -459,27 +459,31 @@ def test_task_source_shapes_dtypes_and_disjoint_sampled_tasks(tmp_path):
     assert meta["in_dim"] == 100 and meta["features"] == "one-hot"
     assert meta["rating_range"] == [-10.0, 10.0] and meta["kind"] == "regression"
     src = rt.RatingSource(tmp_path / "out", meta)
-    assert (src.architecture, src.loss_kind, src.in_dim, src.out_dim) == ("mlp", "mse", 100, 1)
-    assert src.n_train_users == meta["counts"]["eligible_users"]["train"]
+    assert (src.architecture, src.loss_kind, src.in_dim, src.out_dim) == ("ratings", "mse", 100, 1)
+    assert src.n_items == 100 and src.n_train_users == meta["counts"]["eligible_users"]["train"]
     (xs, ys), (xq, yq) = src.sample_train(8, torch.Generator().manual_seed(0))
-    assert xs.shape == (8, 5, 100) and ys.shape == (8, 5)
-    assert xq.shape == (8, 7, 100) and yq.shape == (8, 7)
-    assert {t.dtype for t in (xs, ys, xq, yq)} == {torch.float32}
+    assert xs.shape == (8, 5) and ys.shape == (8, 5)
+    assert xq.shape == (8, 7) and yq.shape == (8, 7)
+    assert {xs.dtype, xq.dtype} == {torch.int64} and {ys.dtype, yq.dtype} == {torch.float32}
     assert ((ys >= 0) & (ys <= 1)).all() and ((yq >= 0) & (yq <= 1)).all()
-    assert (xs.sum(-1) == 1).all()  # one-hot
-    for s_items, q_items in zip(xs.argmax(-1), xq.argmax(-1), strict=True):
+    assert ((xs >= 0) & (xs < 100)).all()  # item ids: rows of the one-hot feature table
+    for s_items, q_items in zip(xs, xq, strict=True):
         items = s_items.tolist() + q_items.tolist()
         assert len(set(items)) == 12  # no rating used twice within a task
     again = src.sample_train(8, torch.Generator().manual_seed(0))
     assert torch.equal(again[0][0], xs) and torch.equal(again[1][1], yq)
     for split, n in (("val", 3), ("test", 3)):
         (fxs, fys), (fxq, fyq) = src.fixed_tasks(split)
-        assert fxs.shape == (n, 5, 100) and fxq.shape == (n, 7, 100)
+        assert fxs.shape == (n, 5) and fxq.shape == (n, 7)
         assert fys.shape == (n, 5) and fyq.shape == (n, 7) and fys.dtype == torch.float32
         tasks = pl.read_parquet(tmp_path / "out" / f"{split}.parquet")
         support = tasks.filter(pl.col("role") == "support")
-        assert fxs.argmax(-1).reshape(-1).tolist() == support["item"].to_list()
+        assert fxs.reshape(-1).tolist() == support["item"].to_list()
         assert torch.equal(fys.reshape(-1), torch.tensor(support["target"].to_numpy()).float())
+    items, ratings = src.train_ratings()
+    train = pl.read_parquet(tmp_path / "out" / rt.RATINGS).filter(pl.col("split") == "train")
+    assert len(items) == train.height and sorted(items.tolist()) == sorted(train["item"])
+    assert src.mean_rating == pytest.approx(float(train["y"].mean()), rel=1e-6)
 
 
 def test_task_source_draws_only_eligible_train_users(tmp_path):
@@ -487,15 +491,13 @@ def test_task_source_draws_only_eligible_train_users(tmp_path):
     ml100k(tmp_path / "raw", tsv(rows))
     meta = build(tmp_path / "raw", tmp_path / "out", setting="shot10")
     src = rt.RatingSource(tmp_path / "out", meta)
-    feats = np.load(tmp_path / "out" / rt.ITEMS)
     ratings = pl.read_parquet(tmp_path / "out" / rt.RATINGS).filter(pl.col("split") == "train")
     count = ratings.group_by("user").len()
     ok = set(count.filter(pl.col("len") >= 20)["user"])
     by_user = {u: set(g["item"]) for (u,), g in ratings.group_by("user")}
     (xs, _), (xq, _) = src.sample_train(50, torch.Generator().manual_seed(1))
-    for task in torch.cat([xs, xq], 1).numpy():
-        hits = (np.abs(task[:, None, :] - feats[None]) < 1e-6).all(-1)  # [points, items]
-        items = {int(i) for i in hits.argmax(1)}
+    for task in torch.cat([xs, xq], 1).tolist():
+        items = set(task)
         assert len(items) == 20
         assert any(items <= by_user[u] for u in ok)  # some eligible meta-train user's ratings
 
@@ -566,7 +568,8 @@ def test_mirror_movielens_100k_episodes(tmp_path, setting):
     assert (np.abs(items).sum(1) == 0).sum() == unseen
     src = load_episodes(tmp_path / "out")
     (xs, ys), (xq, yq) = src.fixed_tasks("test")
-    assert xs.shape == (section.test_tasks, shots, section.embedding_dim)
+    assert xs.shape == (section.test_tasks, shots) and xs.dtype == torch.int64
     assert yq.shape == (section.test_tasks, queries)
+    assert src.features.shape == (1_682, section.embedding_dim)
     (xs, ys), _ = src.sample_train(4, torch.Generator().manual_seed(0))
-    assert xs.shape == (4, shots, section.embedding_dim) and ys.dtype == torch.float32
+    assert xs.shape == (4, shots) and ys.dtype == torch.float32

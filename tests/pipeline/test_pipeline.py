@@ -31,13 +31,17 @@ REPO = Path(__file__).resolve().parents[2]
 LEARNERS = ["maml", "imaml"]
 BENCHMARKS = ["cosmixture-shot50", "movielens100k-shot10"]
 EVALUATE = {f"evaluate@{b}" for b in BENCHMARKS}
+CF_BENCHMARK = "movielens100k-shot10"  # the bias baseline runs here only (stage train-cf)
+FIT_BIAS = f"train-cf@bias-{CF_BENCHMARK}"
+TUNE = "tune@cosmixture-shot50"  # reads every algo, model and train key, as train does
 TINY = {
     "pipeline.learners": LEARNERS,
+    "pipeline.cf_benchmarks": [CF_BENCHMARK],
     "pipeline.datasets": [b.split("-")[0] for b in BENCHMARKS],
     "pipeline.benchmarks": {
         b: dict(zip(("dataset", "setting"), b.split("-"), strict=True)) for b in BENCHMARKS
     },
-    "pipeline.benchmarks.movielens100k-shot10.algo": {"inner_lr": 0.05},  # its own protocol
+    "pipeline.benchmarks.movielens100k-shot10.algo": {"adapt": "head", "inner_lr": 0.05},
     "algo.steps": 2,
     "algo.maml.steps": None,
     "train.iterations": 6,
@@ -49,6 +53,12 @@ TINY = {
     "data.movielens100k.val_tasks": 3,
     "data.movielens100k.test_tasks": 5,
     "data.movielens100k.embedding_dim": 4,
+    # the tune stage: one learner, two grid points, two iterations, on the synthetic benchmark
+    "tune.benchmarks": ["cosmixture-shot50"],
+    "tune.learners": ["maml"],
+    "tune.inner_lr": [0.01, 0.1],
+    "tune.meta_lr": [0.001],
+    "tune.iterations": 2,
     # the efficiency stage: two points, one accuracy row per K, MAML throughput against peers
     "efficiency.steps": [1, 2],
     "efficiency.meta_batch": {"cf_mlp": 2},
@@ -140,7 +150,9 @@ def test_repro_writes_every_output(repo):
         *(f"download@{b.split('-')[0]}" for b in BENCHMARKS),
         *(f"episodify@{b}" for b in BENCHMARKS),
         *(f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS),
+        FIT_BIAS,
         *(f"evaluate@{b}" for b in BENCHMARKS),
+        TUNE,
         "report",
         "efficiency",
     }
@@ -149,7 +161,7 @@ def test_repro_writes_every_output(repo):
     for b in BENCHMARKS:
         assert (repo / f"data/episodes/{b}/test.parquet").is_file()
         evaluation = json.loads((repo / f"results/eval/{b}.json").read_text())
-        assert set(evaluation) == set(LEARNERS)
+        assert set(evaluation) == set(LEARNERS) | ({"bias"} if b == CF_BENCHMARK else set())
         for lr in LEARNERS:
             for path in (
                 f"models/{b}/{lr}.pt",
@@ -159,8 +171,10 @@ def test_repro_writes_every_output(repo):
                 assert (repo / path).is_file(), path
             assert evaluation[lr]["tasks"] == 5 and evaluation[lr]["metric"] == "nrmse"
     summary = json.loads((repo / "results/summary.json").read_text())
-    assert set(summary) == {*BENCHMARKS, "checks", "best", "provenance"}
-    assert set(summary[BENCHMARKS[0]]) == set(LEARNERS)
+    assert set(summary) == {*BENCHMARKS, "checks", "best", "provenance", "claims"}
+    assert set(summary[BENCHMARKS[0]]) == {*LEARNERS, "paired"}
+    paired = summary[CF_BENCHMARK]["paired"]
+    assert set(paired["learners"]) == {*LEARNERS, "bias"}, paired
     assert set(summary["best"]) == {"movielens100k-shot10"}  # the one with published numbers
     table = (repo / "results/summary.md").read_text()
     assert all(name in table for name in LEARNERS + BENCHMARKS)
@@ -178,7 +192,7 @@ def test_one_finished_mlflow_run_per_train_stage(repo):
             for run_id, key, value in db.execute("select run_uuid, key, value from tags")
         )
         metrics = {(r, k) for r, k in db.execute("select run_uuid, key from metrics")}
-    assert len(runs) == len(LEARNERS) * len(BENCHMARKS) + 1  # + the efficiency stage's
+    assert len(runs) == len(LEARNERS) * len(BENCHMARKS) + 2  # + bias's + the efficiency stage's
     assert {status for _, status in runs} == {"FINISHED"}
     for lr in LEARNERS:
         for b in BENCHMARKS:
@@ -199,14 +213,15 @@ def test_second_repro_runs_nothing(repo):
         (
             "algo.steps",
             3,
-            {*(f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS), *EVALUATE},
+            {*(f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS), *EVALUATE, TUNE},
         ),
-        ("algo.imaml.lam", 3.0, {*(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE}),
+        ("algo.imaml.lam", 3.0, {*(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE, TUNE}),
         (
             "pipeline.benchmarks.movielens100k-shot10.algo.inner_lr",
             0.02,
             {
                 *(f"train@{lr}-movielens100k-shot10" for lr in LEARNERS),
+                FIT_BIAS,  # an entry may override algo.bias too (a seconds-long fit)
                 "evaluate@movielens100k-shot10",
             },
         ),
@@ -243,13 +258,14 @@ def test_dataset_edit_reruns_only_that_datasets_stages(repo):
         "episodify@cosmixture-shot50",
         *(f"train@{lr}-cosmixture-shot50" for lr in LEARNERS),
         "evaluate@cosmixture-shot50",
+        TUNE,
         "report",
     }
 
 
 def test_exp_run_reruns_training_and_is_listed(repo):
     ran = stages_run(run(repo, "dvc", "exp", "run", "-S", "algo.steps=3", "-n", "steps3"))
-    assert ran and all(s.split("@")[0] in ("train", "evaluate", "report") for s in ran)
+    assert ran and all(s.split("@")[0] in ("train", "evaluate", "tune", "report") for s in ran)
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
     assert "steps3" in json.dumps(shown)
     with sqlite3.connect(repo / "mlflow.db") as db:
@@ -311,4 +327,5 @@ def test_mlflow_server_serves_the_runs(repo):
         params = {p["key"]: p["value"] for p in r["data"]["params"]}
         metrics = {m["key"] for m in r["data"]["metrics"]}
         assert params["train.iterations"] == "6"
-        assert "test_nrmse" in metrics and "meta_train_loss" in metrics
+        fitted = {t["key"]: t["value"] for t in r["data"]["tags"]}["learner"] == "bias"
+        assert "test_nrmse" in metrics and ("meta_train_loss" in metrics) != fitted

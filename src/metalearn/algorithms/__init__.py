@@ -12,13 +12,14 @@ from typing import Any
 from metalearn.algorithms.adjoint import AdjointMAML
 from metalearn.algorithms.base import MetaLearner
 from metalearn.algorithms.baselines import Pretrain, Scratch
+from metalearn.algorithms.bias import Bias
 from metalearn.algorithms.fomaml import FOMAML
 from metalearn.algorithms.imaml import IMAML
 from metalearn.algorithms.maml import MAML
 from metalearn.algorithms.reptile import Reptile
 
 REGISTRY: dict[str, type[MetaLearner]] = {
-    cls.name: cls for cls in (MAML, FOMAML, Reptile, IMAML, AdjointMAML, Pretrain, Scratch)
+    cls.name: cls for cls in (MAML, FOMAML, Reptile, IMAML, AdjointMAML, Pretrain, Scratch, Bias)
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 

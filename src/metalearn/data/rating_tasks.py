@@ -324,9 +324,14 @@ def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) ->
 
 
 class RatingSource:
-    """The tasks of a rating benchmark directory (see the module docstring)."""
+    """The tasks of a rating benchmark directory (see the module docstring).
 
-    architecture: Literal["mlp"] = "mlp"
+    A task's inputs are item ids (``int64``, rows of ``items.npy``); the models look up the
+    item features themselves (:mod:`metalearn.models`), so a factor model can also keep learned
+    per-item tables. ``train_ratings`` gives every meta-train rating, for the classical baseline.
+    """
+
+    architecture: Literal["ratings"] = "ratings"
     loss_kind: Literal["mse"] = "mse"
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
@@ -334,6 +339,7 @@ class RatingSource:
         self.shots, self.queries = int(meta["shots"]), int(meta["queries"])
         self.features = torch.from_numpy(np.load(self.path / ITEMS, allow_pickle=False)).float()
         self.in_dim, self.out_dim = int(self.features.shape[1]), 1
+        self.n_items = int(self.features.shape[0])
         train = (
             pl.read_parquet(self.path / RATINGS, columns=["user", "item", "y", "split"])
             .filter(pl.col("split") == "train")
@@ -353,12 +359,21 @@ class RatingSource:
         self._fixed: dict[str, tuple[Batch, Batch]] = {}
 
     @property
+    def mean_rating(self) -> float:
+        """The mean meta-train rating on the [0, 1] scale (the rating models' starting point)."""
+        return float(self._y.double().mean())
+
+    def train_ratings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every meta-train user's ratings: item ids ``[n]`` and ratings ``[n]`` on [0, 1]."""
+        return self._item, self._y
+
+    @property
     def n_train_users(self) -> int:
         """How many eligible meta-train users ``sample_train`` draws from."""
         return len(self._start)
 
     def _tasks(self, rows: torch.Tensor) -> tuple[Batch, Batch]:
-        x, y = self.features[self._item[rows]], self._y[rows]
+        x, y = self._item[rows], self._y[rows]
         s = self.shots
         return (x[:, :s], y[:, :s]), (x[:, s:], y[:, s:])
 
@@ -393,7 +408,7 @@ class RatingSource:
                 raise ValueError(f"{path}: every task must have {n} {role} rows")
             item = torch.from_numpy(part["item"].to_numpy().astype(np.int64)).view(n_tasks, n)
             y = torch.from_numpy(part["target"].to_numpy().astype(np.float32)).view(n_tasks, n)
-            out.append((self.features[item], y))
+            out.append((item, y))
         return out[0], out[1]
 
 

@@ -1,0 +1,16 @@
+"""Stage tune@<benchmark>: every learner of tune.learners on one grid and budget, on meta-val.
+
+python pipeline/tune.py benchmark=cosmixture-shot50 [tune.iterations=100 ...]
+"""
+
+import sys
+from pathlib import Path
+
+# This checkout's code, not an installed copy's: a queued or temporary experiment
+# (dvc exp run --queue/--temp) runs in a copy under .dvc/tmp and must run that copy's code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from metalearn.stages import exit_now, main, run_tune
+
+if __name__ == "__main__":
+    exit_now(main(run_tune, ["benchmark"], sys.argv[1:]))

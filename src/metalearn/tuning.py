@@ -1,0 +1,174 @@
+"""Fair tuning on meta-val: every learner gets the same grid and the same budget.
+
+Stage ``tune@<benchmark>`` (``tune.benchmarks``) meta-trains each learner of ``tune.learners``
+once per point of the grid ``tune.inner_lr`` x ``tune.meta_lr``, for ``tune.iterations``
+meta-iterations and one seed (``train.seed``), with everything else as the benchmark's protocol,
+and scores each point by its best meta-val value (the point the train stage would keep). It writes
+the whole table to ``results/tuning/<benchmark>.csv`` and the choice per learner to
+``results/tuning/<benchmark>.json``. A tie keeps the first point of the grid order.
+
+The choice reaches the study through ``params.yaml``, by hand or by
+
+    python -m metalearn.tuning apply [--dry-run]
+
+which writes each chosen ``inner_lr`` and ``meta_lr`` into
+``pipeline.benchmarks.<b>.algo.<learner>`` for every benchmark of the tuned benchmark's dataset
+(per dataset: the tuned setting stands for the others), keeping the file's comments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from metalearn import paths
+from metalearn.config import Config, benchmark_config, default_params_path
+
+Row = dict[str, Any]
+
+
+def point_config(cfg: Config, learner: str, inner_lr: float, meta_lr: float, budget: int):
+    """``cfg`` (a benchmark's config) with ``learner``'s inner step size, meta-lr and budget set,
+    on one seed."""
+    section = dataclasses.replace(
+        getattr(cfg.algo, learner), inner_lr=inner_lr, meta_lr=meta_lr, iterations=budget
+    )
+    algo = dataclasses.replace(cfg.algo, **{learner: section})
+    return dataclasses.replace(cfg, algo=algo, train=dataclasses.replace(cfg.train, seeds=1))
+
+
+def tune(
+    cfg: Config,
+    benchmark: str,
+    train: Callable[[Config, str], Any],
+    on_point: Callable[[Row], None] | None = None,
+) -> list[Row]:
+    """One row per (learner, inner_lr, meta_lr) of ``cfg.tune``: the best meta-val value, its
+    iteration and the seconds taken. ``train(cfg, learner)`` meta-trains and returns a
+    :class:`metalearn.training.TrainResult`."""
+    cfg = benchmark_config(cfg, benchmark)
+    grid = cfg.tune
+    rows = []
+    for learner in grid.learners:
+        for inner_lr in grid.inner_lr:
+            for meta_lr in grid.meta_lr:
+                point = point_config(cfg, learner, inner_lr, meta_lr, grid.iterations)
+                start = time.perf_counter()
+                result = train(point, learner)
+                row = {
+                    "learner": learner,
+                    "inner_lr": inner_lr,
+                    "meta_lr": meta_lr,
+                    "best_meta_val": result.best_val,
+                    "best_iteration": result.best_iteration,
+                    "seconds": round(time.perf_counter() - start, 3),
+                }
+                rows.append(row)
+                if on_point is not None:
+                    on_point(row)
+    return rows
+
+
+def choose(rows: Sequence[Row], higher_is_better: bool) -> dict[str, Row]:
+    """Per learner, the row with the best ``best_meta_val`` (the first on a tie; a diverged
+    point, NaN, never wins)."""
+    sign = -1.0 if higher_is_better else 1.0
+    chosen: dict[str, Row] = {}
+    for row in rows:
+        value = row["best_meta_val"]
+        if value != value:  # NaN
+            continue
+        old = chosen.get(row["learner"])
+        if old is None or sign * value < sign * old["best_meta_val"]:
+            chosen[row["learner"]] = row
+    return chosen
+
+
+def markdown(benchmark: str, rows: Sequence[Row], chosen: dict[str, Row]) -> str:
+    """The sweep as a table: learners down, grid points across, the chosen one in bold."""
+    points = list(dict.fromkeys((r["inner_lr"], r["meta_lr"]) for r in rows))
+    header = " | ".join(f"α {a:g}, β {b:g}" for a, b in points)
+    lines = [f"#### {benchmark}", "", f"| learner | {header} |", "|---|" + "---|" * len(points)]
+    for learner in dict.fromkeys(r["learner"] for r in rows):
+        cells = []
+        for a, b in points:
+            row = next(
+                r for r in rows if (r["learner"], r["inner_lr"], r["meta_lr"]) == (learner, a, b)
+            )
+            cell = f"{row['best_meta_val']:.4f}"
+            cells.append(f"**{cell}**" if chosen.get(learner) is row else cell)
+        lines.append(f"| {learner} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------- applying the choice
+
+
+def apply(
+    params_path: Path, choices: dict[str, dict[str, Row]], cfg: Config, write: bool = True
+) -> list[str]:
+    """Write each chosen ``inner_lr``/``meta_lr`` into ``params.yaml`` under every benchmark of
+    the tuned benchmark's dataset (``write=False``: only say what would change); return the
+    changes as ``key: old -> new`` lines."""
+    from ruamel.yaml import YAML  # DVC's own YAML library: keeps comments and layout
+
+    yaml = YAML()
+    yaml.width = 100
+    data = yaml.load(params_path.read_text())
+    entries = data["pipeline"]["benchmarks"]
+    changes = []
+    for tuned, by_learner in choices.items():
+        dataset = cfg.pipeline.benchmarks[tuned].dataset
+        for name, entry in entries.items():
+            if entry["dataset"] != dataset:
+                continue
+            algo = entry.setdefault("algo", {})
+            for learner, row in by_learner.items():
+                section = algo.setdefault(learner, {})
+                for key in ("inner_lr", "meta_lr"):
+                    old, new = section.get(key), float(row[key])
+                    if old != new:
+                        section[key] = new
+                        changes.append(
+                            f"pipeline.benchmarks.{name}.algo.{learner}.{key}: {old} -> {new}"
+                        )
+    if write and changes:
+        with open(params_path, "w") as f:
+            yaml.dump(data, f)
+    return changes
+
+
+def read_choices(root: Path, benchmarks: Sequence[str]) -> dict[str, dict[str, Row]]:
+    """The ``chosen`` rows of each tuned benchmark's ``results/tuning/<b>.json``."""
+    out = {}
+    for b in benchmarks:
+        path = root / paths.tuning_json(b)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; run `dvc repro tune@{b}` first")
+        out[b] = json.loads(path.read_text())["chosen"]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="write the tuned values into params.yaml")
+    parser.add_argument("action", choices=["apply"])
+    parser.add_argument("--dry-run", action="store_true", help="print the changes only")
+    args = parser.parse_args(argv)
+    from metalearn.config import load_config
+
+    cfg = load_config()
+    params = default_params_path()
+    choices = read_choices(params.parent, cfg.tune.benchmarks)
+    changes = apply(params, choices, cfg, write=not args.dry_run)
+    print("\n".join(changes) if changes else "params.yaml already holds the tuned values")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

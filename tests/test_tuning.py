@@ -1,0 +1,110 @@
+"""Fair tuning: one grid and one budget for every learner, the choice on meta-val, and its way
+into params.yaml."""
+
+import json
+import math
+import shutil
+import types
+
+import polars as pl
+import pytest
+
+from metalearn import paths
+from metalearn.config import benchmark_config, default_params_path, load_config, meta_lr
+from metalearn.stages import run_episodify, run_tune
+from metalearn.tuning import apply, choose, markdown, point_config, tune
+
+GRID = ["tune.learners=[maml,fomaml]", "tune.inner_lr=[0.01,0.1]", "tune.meta_lr=[0.001]"]
+
+
+def test_a_point_sets_one_learners_step_sizes_and_budget_on_one_seed():
+    cfg = benchmark_config(load_config(), "movielens100k-shot10")
+    point = point_config(cfg, "imaml", 0.03, 0.002, 7)
+    assert point.algo.imaml.inner_lr == 0.03 and point.algo.imaml.iterations == 7
+    assert meta_lr(point, "imaml") == 0.002 and meta_lr(point, "maml") == cfg.train.meta_lr
+    assert point.algo.maml == cfg.algo.maml and point.train.seeds == 1
+
+
+def test_every_learner_gets_the_same_grid_and_budget():
+    cfg = load_config([*GRID, "tune.iterations=9", "tune.meta_lr=[0.001,0.01]"])
+    seen = []
+
+    def train(point, learner):
+        section = getattr(point.algo, learner)
+        seen.append((learner, section.inner_lr, section.meta_lr, section.iterations))
+        return types.SimpleNamespace(best_val=section.inner_lr * section.meta_lr, best_iteration=3)
+
+    rows = tune(cfg, "cosmixture-shot50", train)
+    grid = [(a, b) for a in (0.01, 0.1) for b in (0.001, 0.01)]
+    assert seen == [(lr, a, b, 9) for lr in ("maml", "fomaml") for a, b in grid]
+    assert [(r["learner"], r["inner_lr"], r["meta_lr"]) for r in rows] == [s[:3] for s in seen]
+    chosen = choose(rows, higher_is_better=False)
+    assert {k: (r["inner_lr"], r["meta_lr"]) for k, r in chosen.items()} == {
+        "maml": (0.01, 0.001),
+        "fomaml": (0.01, 0.001),
+    }
+    table = markdown("cosmixture-shot50", rows, chosen)
+    assert "| maml | **0.0000** |" in table and "α 0.1, β 0.01" in table
+
+
+def test_the_choice_skips_diverged_points_and_keeps_the_first_of_a_tie():
+    rows = [
+        {"learner": "maml", "inner_lr": a, "meta_lr": 0.001, "best_meta_val": v}
+        for a, v in ((0.01, 0.5), (0.03, 0.4), (0.1, 0.4), (0.3, math.nan))
+    ]
+    assert choose(rows, higher_is_better=False)["maml"]["inner_lr"] == 0.03
+    assert choose(rows, higher_is_better=True)["maml"]["inner_lr"] == 0.01
+
+
+def test_apply_writes_the_choice_into_every_entry_of_the_dataset(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(default_params_path(), params)
+    cfg = load_config()
+    choices = {"movielens100k-shot10": {"maml": {"inner_lr": 0.03, "meta_lr": 0.003}}}
+    before = params.read_text()
+    planned = apply(params, choices, cfg, write=False)
+    assert params.read_text() == before and len(planned) == 4  # 2 entries x 2 keys
+    assert apply(params, choices, cfg) == planned
+    text = params.read_text()
+    assert "# Fair tuning on meta-val" in text  # comments kept
+    tuned = load_config(params_path=params)
+    for b in ("movielens100k-shot10", "movielens100k-shot20"):
+        entry = benchmark_config(tuned, b)
+        assert entry.algo.maml.inner_lr == 0.03 and meta_lr(entry, "maml") == 0.003
+    untouched = benchmark_config(tuned, "movielens1m-shot10")
+    assert untouched.algo.maml == benchmark_config(cfg, "movielens1m-shot10").algo.maml
+    assert apply(params, choices, cfg) == []  # already there
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return tmp_path
+
+
+def test_the_stage_writes_the_sweep_and_the_choice(workdir):
+    cfg = load_config(
+        [
+            *GRID,
+            "tune.iterations=2",
+            "tune.benchmarks=[cosmixture-shot50]",
+            "algo.steps=2",
+            "algo.maml.steps=null",
+            "train.val_every=1",
+            "train.meta_batch=2",
+            "data.cosmixture.functions={train:6,val:3,test:3}",
+            "eval.tasks=3",
+        ]
+    )
+    run_episodify(cfg, "cosmixture-shot50")
+    chosen = run_tune(cfg, "cosmixture-shot50")
+    table = pl.read_csv(paths.tuning_csv("cosmixture-shot50"))
+    assert table.height == 4 and set(table["learner"]) == {"maml", "fomaml"}
+    summary = json.loads(paths.tuning_json("cosmixture-shot50").read_text())
+    for learner, (inner_lr, _) in chosen.items():
+        rows = table.filter(pl.col("learner") == learner)
+        best = rows.sort("best_meta_val")[0]
+        assert best["inner_lr"].item() == inner_lr == summary["chosen"][learner]["inner_lr"]
+    with pytest.raises(ValueError, match="not in tune.benchmarks"):
+        run_tune(cfg, "alpine-shot50")

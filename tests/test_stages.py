@@ -190,3 +190,11 @@ def test_adam_matches_torch_adam_in_float64():
     for k in start:
         assert torch.equal(ours[k], theirs[k].detach()), k
     assert not torch.equal(ours["w"], start["w"])
+
+
+def test_a_finite_but_diverging_loss_stops_training():
+    from metalearn.training import DIVERGENCE, _check_divergence
+
+    _check_divergence(0.5 * DIVERGENCE, 1.0, "maml", "cosmixture-shot50", 7)  # still training
+    with pytest.raises(NonFiniteError, match=r"maml on cosmixture-shot50: .* diverged at iter"):
+        _check_divergence(2e12, 0.3, "maml", "cosmixture-shot50", 7)

@@ -108,3 +108,22 @@ def test_the_stage_writes_the_sweep_and_the_choice(workdir):
         assert best["inner_lr"].item() == inner_lr == summary["chosen"][learner]["inner_lr"]
     with pytest.raises(ValueError, match="not in tune.benchmarks"):
         run_tune(cfg, "alpine-shot50")
+
+
+def test_a_diverged_point_loses_and_the_sweep_goes_on():
+    from metalearn.training import NonFiniteError
+
+    cfg = load_config(GRID)
+
+    def train(point, learner):
+        if point.algo.maml.inner_lr == 0.1 and learner == "maml":
+            raise NonFiniteError("maml on cosmixture-shot50: the meta-training loss diverged")
+        return types.SimpleNamespace(best_val=0.5, best_iteration=1)
+
+    rows = tune(cfg, "cosmixture-shot50", train)
+    assert len(rows) == 4
+    bad = next(r for r in rows if r["learner"] == "maml" and r["inner_lr"] == 0.1)
+    assert math.isnan(bad["best_meta_val"]) and "diverged" in bad["diverged"]
+    chosen = choose(rows, higher_is_better=False)
+    assert chosen["maml"]["inner_lr"] == 0.01
+    assert "| maml | **0.5000** | diverged |" in markdown("cosmixture-shot50", rows, chosen)

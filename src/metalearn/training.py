@@ -35,7 +35,13 @@ MetricsCallback = Callable[[int, dict[str, float]], None]
 
 
 class NonFiniteError(RuntimeError):
-    """The meta-training loss or meta-gradient became NaN or infinite."""
+    """The meta-training loss or meta-gradient became NaN or infinite, or the loss diverged
+    (grew past :data:`DIVERGENCE` times its first value)."""
+
+
+#: A meta-training loss this many times its first iteration's has diverged (a finite 1e12 is
+#: as lost as a NaN; a learning curve that falls never comes near it).
+DIVERGENCE = 1e6
 
 
 @dataclass
@@ -185,10 +191,13 @@ def meta_train(
     last = iterations(cfg, learner_name) if learner.meta_trained else 0
     steps = range(1, last + 1)
     bar = tqdm(steps, desc=f"train {learner_name} on {benchmark}", disable=not sys.stderr.isatty())
+    first_loss = None
     for iteration in bar:
         support, query = to_device(source.sample_train(cfg.train.meta_batch, tasks_rng), device)
         grads, loss = learner.batched_meta_grad_and_loss(task.loss_fn, params, support, query)
         _check_finite(loss, grads, learner_name, benchmark, iteration)
+        first_loss = float(loss) if first_loss is None else first_loss
+        _check_divergence(float(loss), first_loss, learner_name, benchmark, iteration)
         optimizer.step(params, grads)
         row = {"meta_train_loss": float(loss)}
         if iteration % cfg.train.val_every == 0 or iteration == last:
@@ -280,6 +289,15 @@ def fit_bias(
     result.best_val = value
     result.fitted = {"item_shrinkage": [item_lam], "user_shrinkage": [user_lam]}
     return result
+
+
+def _check_divergence(loss: float, first: float, learner: str, benchmark: str, it: int) -> None:
+    if loss > DIVERGENCE * max(first, torch.finfo(torch.float32).tiny):
+        raise NonFiniteError(
+            f"{learner} on {benchmark}: the meta-training loss diverged at iteration {it} "
+            f"({loss:.3g}, over {DIVERGENCE:g} x its first value {first:.3g}). "
+            "Lower algo.inner_lr or train.meta_lr, or fewer algo.steps, and re-run."
+        )
 
 
 def _check_finite(loss: torch.Tensor, grads: Params, learner: str, benchmark: str, it: int):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from typing import Any
 
 from metalearn import paths
 from metalearn.config import Config, benchmark_config, default_params_path
+from metalearn.training import NonFiniteError
 
 Row = dict[str, Any]
 
@@ -50,7 +52,8 @@ def tune(
     on_point: Callable[[Row], None] | None = None,
 ) -> list[Row]:
     """One row per (learner, inner_lr, meta_lr) of ``cfg.tune``: the best meta-val value, its
-    iteration and the seconds taken. ``train(cfg, learner)`` meta-trains and returns a
+    iteration and the seconds taken; a point that diverged has NaN and the error in
+    ``diverged``. ``train(cfg, learner)`` meta-trains and returns a
     :class:`metalearn.training.TrainResult`."""
     cfg = benchmark_config(cfg, benchmark)
     grid = cfg.tune
@@ -60,14 +63,19 @@ def tune(
             for meta_lr in grid.meta_lr:
                 point = point_config(cfg, learner, inner_lr, meta_lr, grid.iterations)
                 start = time.perf_counter()
-                result = train(point, learner)
+                try:
+                    result = train(point, learner)
+                    value, where, diverged = result.best_val, result.best_iteration, ""
+                except NonFiniteError as error:  # a diverged point loses; the sweep goes on
+                    value, where, diverged = math.nan, 0, str(error)
                 row = {
                     "learner": learner,
                     "inner_lr": inner_lr,
                     "meta_lr": meta_lr,
-                    "best_meta_val": result.best_val,
-                    "best_iteration": result.best_iteration,
+                    "best_meta_val": value,
+                    "best_iteration": where,
                     "seconds": round(time.perf_counter() - start, 3),
+                    "diverged": diverged,
                 }
                 rows.append(row)
                 if on_point is not None:
@@ -101,7 +109,7 @@ def markdown(benchmark: str, rows: Sequence[Row], chosen: dict[str, Row]) -> str
             row = next(
                 r for r in rows if (r["learner"], r["inner_lr"], r["meta_lr"]) == (learner, a, b)
             )
-            cell = f"{row['best_meta_val']:.4f}"
+            cell = "diverged" if row.get("diverged") else f"{row['best_meta_val']:.4f}"
             cells.append(f"**{cell}**" if chosen.get(learner) is row else cell)
         lines.append(f"| {learner} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

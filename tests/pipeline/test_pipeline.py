@@ -238,6 +238,22 @@ def test_params_edit_makes_only_its_stages_stale(repo, key, value, expected):
         run(repo, "git", "checkout", "-q", "params.yaml")
 
 
+def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
+    maml = repo / "src/metalearn/algorithms/maml.py"
+    original = maml.read_text()
+    maml.write_text(original + "# an edit\n")
+    try:
+        assert stale(repo) == {
+            *(f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS),
+            FIT_BIAS,
+            *EVALUATE,
+            TUNE,
+            "efficiency",
+        }
+    finally:
+        maml.write_text(original)
+
+
 def test_efficiency_edit_makes_only_that_stage_stale(repo):
     set_params(repo, {"efficiency.steps": [1, 3]})
     try:

@@ -111,8 +111,9 @@ TUNE_CPU = [
 ]
 
 # The study of the ten on a 2-core CPU: every learner and baseline, 3 training seeds, the tuned
-# values of params.yaml, 200 meta-iterations (model selection on meta-val every 25).
-STUDY_CPU = [*MIRROR, *ONLY_CF_AND_SYNTHETIC, "train.iterations=200", "train.meta_lr=0.003"]
+# values of params.yaml, the tuning budget of 300 meta-iterations (model selection on meta-val
+# every 25).
+STUDY_CPU = [*MIRROR, *ONLY_CF_AND_SYNTHETIC, "train.iterations=300", "train.meta_lr=0.003"]
 
 
 # The efficiency stage on a 2-core CPU in about half an hour (31 min on 2026-12-01,

@@ -18,7 +18,7 @@ GRID = ["tune.learners=[maml,fomaml]", "tune.inner_lr=[0.01,0.1]", "tune.meta_lr
 
 
 def test_a_point_sets_one_learners_step_sizes_and_budget_on_one_seed():
-    cfg = benchmark_config(load_config(), "movielens100k-shot10")
+    cfg = benchmark_config(load_config(), "cosmixture-shot50")
     point = point_config(cfg, "imaml", 0.03, 0.002, 7)
     assert point.algo.imaml.inner_lr == 0.03 and point.algo.imaml.iterations == 7
     assert meta_lr(point, "imaml") == 0.002 and meta_lr(point, "maml") == cfg.train.meta_lr
@@ -60,7 +60,7 @@ def test_apply_writes_the_choice_into_every_entry_of_the_dataset(tmp_path):
     params = tmp_path / "params.yaml"
     shutil.copy(default_params_path(), params)
     cfg = load_config()
-    choices = {"movielens100k-shot10": {"maml": {"inner_lr": 0.03, "meta_lr": 0.003}}}
+    choices = {"movielens100k-shot10": {"maml": {"inner_lr": 0.07, "meta_lr": 0.004}}}
     before = params.read_text()
     planned = apply(params, choices, cfg, write=False)
     assert params.read_text() == before and len(planned) == 4  # 2 entries x 2 keys
@@ -70,7 +70,7 @@ def test_apply_writes_the_choice_into_every_entry_of_the_dataset(tmp_path):
     tuned = load_config(params_path=params)
     for b in ("movielens100k-shot10", "movielens100k-shot20"):
         entry = benchmark_config(tuned, b)
-        assert entry.algo.maml.inner_lr == 0.03 and meta_lr(entry, "maml") == 0.003
+        assert entry.algo.maml.inner_lr == 0.07 and meta_lr(entry, "maml") == 0.004
     untouched = benchmark_config(tuned, "movielens1m-shot10")
     assert untouched.algo.maml == benchmark_config(cfg, "movielens1m-shot10").algo.maml
     assert apply(params, choices, cfg) == []  # already there

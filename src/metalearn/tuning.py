@@ -9,7 +9,7 @@ the whole table to ``results/tuning/<benchmark>.csv`` and the choice per learner
 
 The choice reaches the study through ``params.yaml``, by hand or by
 
-    python -m metalearn.tuning apply [--dry-run]
+    python -m metalearn.tuning apply [BENCHMARK ...] [--dry-run]
 
 which writes each chosen ``inner_lr`` and ``meta_lr`` into
 ``pipeline.benchmarks.<b>.algo.<learner>`` for every benchmark of the tuned benchmark's dataset
@@ -125,9 +125,14 @@ def apply(
     the tuned benchmark's dataset (``write=False``: only say what would change); return the
     changes as ``key: old -> new`` lines."""
     from ruamel.yaml import YAML  # DVC's own YAML library: keeps comments and layout
+    from ruamel.yaml.comments import CommentedMap
 
     yaml = YAML()
-    yaml.width = 100
+    yaml.width = 4096  # never fold a line
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the file's own layout
+    yaml.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     data = yaml.load(params_path.read_text())
     entries = data["pipeline"]["benchmarks"]
     changes = []
@@ -137,8 +142,13 @@ def apply(
             if entry["dataset"] != dataset:
                 continue
             algo = entry.setdefault("algo", {})
+            if hasattr(algo, "fa"):
+                algo.fa.set_block_style()  # one learner a line, not one long flow mapping
             for learner, row in by_learner.items():
-                section = algo.setdefault(learner, {})
+                if learner not in algo:
+                    algo[learner] = CommentedMap()
+                    algo[learner].fa.set_flow_style()  # {inner_lr: ..., meta_lr: ...}
+                section = algo[learner]
                 for key in ("inner_lr", "meta_lr"):
                     old, new = section.get(key), float(row[key])
                     if old != new:
@@ -166,13 +176,14 @@ def read_choices(root: Path, benchmarks: Sequence[str]) -> dict[str, dict[str, R
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="write the tuned values into params.yaml")
     parser.add_argument("action", choices=["apply"])
+    parser.add_argument("benchmarks", nargs="*", help="tuned benchmarks (default: tune.benchmarks)")
     parser.add_argument("--dry-run", action="store_true", help="print the changes only")
     args = parser.parse_args(argv)
     from metalearn.config import load_config
 
     cfg = load_config()
     params = default_params_path()
-    choices = read_choices(params.parent, cfg.tune.benchmarks)
+    choices = read_choices(params.parent, args.benchmarks or cfg.tune.benchmarks)
     changes = apply(params, choices, cfg, write=not args.dry_run)
     print("\n".join(changes) if changes else "params.yaml already holds the tuned values")
     return 0

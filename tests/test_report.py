@@ -293,3 +293,11 @@ def test_cells_carry_the_spread_of_the_training_seeds():
     assert "standard deviation of the seeds' means (3 seeds)" in text
     single = family_table(FAMILIES[2], results_for(["cosmixture-shot50"], MEANS), load_config())
     assert "(s " not in single and "seeds' means" not in single
+
+
+def test_protocol_table_names_the_cf_model():
+    cfg = load_config()
+    results = results_for(["movielens100k-shot10"], MEANS)
+    for r in results["movielens100k-shot10"].values():
+        r["architecture"] = "ratings"
+    assert "item factors (32) + MLP [40, 40], head adapted" in protocol_table(cfg, results)

@@ -194,7 +194,13 @@ def run_point(
     except subprocess.TimeoutExpired:
         return row | {"status": "timeout"}
     if out.returncode != 0:
-        signs = ("out of memory", "MemoryError", "can't allocate memory")  # CUDA, Python, CPU
+        # CUDA, Python, CPU; oneDNN's convolution when the cap denies its workspace
+        signs = (
+            "out of memory",
+            "MemoryError",
+            "can't allocate memory",
+            "could not create a primitive",
+        )
         memory = any(sign in out.stderr for sign in signs)
         if memory or out.returncode < 0:  # killed by a signal: the OOM killer
             return row | {"status": "oom"}

@@ -116,6 +116,18 @@ TUNE_CPU = [
 STUDY_CPU = [*MIRROR, *ONLY_CF_AND_SYNTHETIC, "train.iterations=300", "train.meta_lr=0.003"]
 
 
+# The study on MovieLens 100K 10-shot alone, the benchmark tuned first (about an hour on 2 cores,
+# most of it Adjoint MAML's three seeds).
+ML100K = "movielens100k-shot10"
+STUDY_CPU_ML100K = [
+    *STUDY_CPU,
+    "pipeline.datasets=[movielens100k]",
+    *(f"~pipeline.benchmarks.{b}" for b in [*CF, *SYNTHETIC] if b != ML100K),
+    f"pipeline.cf_benchmarks=[{ML100K}]",
+    f"tune.benchmarks=[{ML100K}]",
+]
+
+
 # The efficiency stage on a 2-core CPU in about half an hour (31 min on 2026-12-01,
 # benchmarks/README.md): every K of the sweep, one Conv4 task per meta-gradient and one timed
 # call after the first, 60 s a point (Adjoint MAML on the Conv4 runs out of it from K = 200:
@@ -167,6 +179,11 @@ RECIPES = {
         "every learner and baseline on the collaborative-filtering and synthetic benchmarks, "
         "3 seeds, paired statistics, on a 2-core CPU",
         STUDY_CPU,
+        targets=("report",),
+    ),
+    "study-cpu-ml100k": Recipe(
+        "study-cpu on MovieLens 100K 10-shot only: every learner and the baselines, 3 seeds",
+        STUDY_CPU_ML100K,
         targets=("report",),
     ),
     "efficiency-cpu": Recipe(

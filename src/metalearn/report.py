@@ -595,6 +595,16 @@ def _verdict_cell(claim: Claim | None, percent: bool) -> str:
     return f"{claim.verdict}: {_number(c.difference, percent, '+')} ({_p_value(c.p)})"
 
 
+def _model_words(architecture: str, cfg: Config) -> str:
+    """The model a benchmark's learners ran, in a few words."""
+    if architecture == "conv4":
+        return f"Conv4, {cfg.model.filters} filters"
+    if architecture == "ratings" and cfg.model.cf == "factors":
+        head = "head adapted" if cfg.algo.adapt == "head" else "all adapted"
+        return f"item factors ({cfg.model.item_dim}) + MLP {cfg.model.hidden}, {head}"
+    return f"MLP {cfg.model.hidden}"
+
+
 def protocol_table(cfg: Config, results: Results) -> str:
     """What ran per benchmark: K in training and at meta-test, step size, meta-batch, iterations,
     model, and the data it saw."""
@@ -610,8 +620,7 @@ def protocol_table(cfg: Config, results: Results) -> str:
         rates = [learner_options(bcfg, n)["inner_lr"] for n in META_LEARNERS]
         lr = "/".join(f"{r:g}" for r in rates) if len(set(rates)) > 1 else f"{rates[0]:g}"
         first = next(iter(results[benchmark].values()))
-        conv = first.get("architecture", "mlp") == "conv4"
-        model = f"Conv4, {bcfg.model.filters} filters" if conv else f"MLP {bcfg.model.hidden}"
+        model = _model_words(first.get("architecture", "mlp"), bcfg)
         lines.append(
             f"| {benchmark} | {k} | {k_test} | {lr} | {bcfg.train.meta_batch} "
             f"| {_iterations_words(bcfg, cfg.pipeline.learners)} | {model} "

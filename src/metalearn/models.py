@@ -92,7 +92,7 @@ def _mlp_layers(widths: Sequence[int]) -> nn.ModuleList:
     )
 
 
-class ItemFeatureMLP(nn.Module):
+class ItemFeatureMLP(MLP):
     """The MLP of :class:`MLP` over fixed item features: ``f(i) = MLP(features[i])`` for item ids
     ``i`` (seed 000's collaborative-filtering model; ``model.cf: mlp``). Same parameter names and
     initialisation as ``MLP(in_dim, 1, hidden)``."""
@@ -104,21 +104,11 @@ class ItemFeatureMLP(nn.Module):
         activation: str = "tanh",
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
-        _check_activation(activation)
-        self.activation = activation
-        widths = [features.shape[1], *(int(h) for h in hidden)]
-        self.layers = _mlp_layers(widths)
-        self.head = nn.Linear(widths[-1], 1, device="meta")
-        _materialize(self, generator)
+        super().__init__(features.shape[1], 1, hidden, activation, generator)
         self.register_buffer("features", features.float(), persistent=False)  # after to_empty
 
     def forward(self, items: Tensor) -> Tensor:
-        x = self.features[items]
-        act = _ACTIVATIONS[self.activation]
-        for layer in self.layers:
-            x = act(layer(x))
-        return self.head(x)
+        return super().forward(self.features[items])
 
 
 class ItemFactorModel(nn.Module):

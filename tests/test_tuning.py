@@ -127,3 +127,10 @@ def test_a_diverged_point_loses_and_the_sweep_goes_on():
     chosen = choose(rows, higher_is_better=False)
     assert chosen["maml"]["inner_lr"] == 0.01
     assert "| maml | **0.5000** | diverged |" in markdown("cosmixture-shot50", rows, chosen)
+
+
+def test_apply_names_a_benchmark_it_cannot_apply(capsys):
+    from metalearn.tuning import main
+
+    assert main(["apply", "omniglot-way5shot1", "--dry-run"]) == 1
+    assert "omniglot-way5shot1: not in tune.benchmarks" in capsys.readouterr().err

@@ -38,7 +38,7 @@ def score_splits(
     source = load_episodes(paths.episodes(benchmark))
     task = Task.build(cfg, source, learner)
     checkpoint = load_checkpoint(learner, benchmark)
-    params, fitted = checkpoint["params"], checkpoint.get("fitted")
+    params, fitted = checkpoint["params"], checkpoint["fitted"]
 
     def first(split: tuple) -> tuple:
         (sx, sy), (qx, qy) = split

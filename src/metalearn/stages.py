@@ -162,7 +162,7 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
     for learner, checkpoint in checkpoints.items():
         steps = eval_steps(cfg, learner)
         task = Task.build(cfg, source, learner, device)
-        scorer = build_learner(cfg, learner, steps, checkpoint.get("fitted"))
+        scorer = build_learner(cfg, learner, steps, checkpoint["fitted"])
         start = time.perf_counter()
         by_seed = torch.stack(
             [
@@ -174,7 +174,7 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
                     tasks,
                     task.loss_kind,
                 ).cpu()
-                for params in checkpoint.get("seed_params", [checkpoint["params"]])
+                for params in checkpoint["seed_params"]
             ]
         )  # [seeds, tasks]
         seconds = time.perf_counter() - start
@@ -196,12 +196,12 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
             "architecture": source.architecture,
             "counts": source.meta.get("counts"),  # the data behind the benchmark, for the report
             "mlflow_run_id": checkpoint["mlflow_run_id"],
-            "best_iteration": checkpoint.get("best_iterations", [None])[0],
+            "best_iteration": checkpoint["best_iterations"][0],
         }
     # Every output is written only once every learner has been scored.
     with atomic_dir(paths.eval_per_task_dir(benchmark)) as tmp:
         for learner, (scores, by_seed) in per_task.items():
-            seeds = checkpoints[learner].get("seeds", [0])
+            seeds = checkpoints[learner]["seeds"]
             columns = {f"{metric.name}_seed{s}": row for s, row in zip(seeds, by_seed, strict=True)}
             pl.DataFrame({"task": range(n), metric.name: scores, **columns}).write_parquet(
                 tmp / paths.eval_per_task(learner, benchmark).name

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from metalearn.algorithms import MetaLearner, make
+from metalearn.algorithms import REGISTRY, MetaLearner, make
 from metalearn.algorithms.bias import Bias, fit_item_offsets
 from metalearn.config import Config, iterations, learner_options, meta_lr
 from metalearn.data.episodes import TaskSource
@@ -213,8 +213,8 @@ def meta_train(
 
 def training_seeds(cfg: Config, learner_name: str) -> list[int]:
     """The seeds a train stage runs: ``train.seeds`` consecutive ones from ``train.seed``; one
-    for the bias baseline, whose closed-form fit draws nothing at random."""
-    count = 1 if learner_name == "bias" else cfg.train.seeds
+    for a learner that is not ``seeded`` (the bias baseline's closed-form fit)."""
+    count = cfg.train.seeds if REGISTRY[learner_name].seeded else 1
     return [cfg.train.seed + i for i in range(count)]
 
 

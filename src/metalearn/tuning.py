@@ -30,7 +30,6 @@ from typing import Any
 
 from metalearn import paths
 from metalearn.config import Config, benchmark_config, default_params_path
-from metalearn.training import NonFiniteError
 
 Row = dict[str, Any]
 
@@ -55,6 +54,8 @@ def tune(
     iteration and the seconds taken; a point that diverged has NaN and the error in
     ``diverged``. ``train(cfg, learner)`` meta-trains and returns a
     :class:`metalearn.training.TrainResult`."""
+    from metalearn.training import NonFiniteError  # torch: not for `apply`
+
     cfg = benchmark_config(cfg, benchmark)
     grid = cfg.tune
     rows = []
@@ -183,7 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = load_config()
     params = default_params_path()
-    choices = read_choices(params.parent, args.benchmarks or cfg.tune.benchmarks)
+    unknown = [b for b in args.benchmarks if b not in cfg.tune.benchmarks]
+    try:
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not in tune.benchmarks {cfg.tune.benchmarks}")
+        choices = read_choices(params.parent, args.benchmarks or cfg.tune.benchmarks)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     changes = apply(params, choices, cfg, write=not args.dry_run)
     print("\n".join(changes) if changes else "params.yaml already holds the tuned values")
     return 0

@@ -51,6 +51,8 @@ class MetaLearner(ABC):
     options: ClassVar[tuple[str, ...]] = ()
     #: False for a baseline whose ``theta`` is not learned (meta-training is skipped).
     meta_trained: ClassVar[bool] = True
+    #: False for a learner whose fit draws nothing at random: one training seed is all of them.
+    seeded: ClassVar[bool] = True
 
     def __init__(
         self, steps: int, inner_lr: float, adapt_keys: Iterable[str] | None = None

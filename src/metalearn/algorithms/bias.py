@@ -62,6 +62,7 @@ class Bias(MetaLearner):
     name = "bias"
     options = ("item_shrinkage", "user_shrinkage")
     meta_trained = False
+    seeded = False
 
     def __init__(
         self,

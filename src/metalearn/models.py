@@ -14,6 +14,7 @@ table is a buffer (not a parameter), learned per-item tables are :class:`ItemTab
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from metalearn.head_split import HeadSplit
 
 Params = dict[str, Tensor]
 Batch = tuple[Tensor, Tensor]
@@ -70,11 +73,11 @@ class MLP(nn.Module):
         self.head = nn.Linear(widths[-1], int(out_dim), device="meta")
         _materialize(self, generator)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, body_only: bool = False) -> Tensor | tuple[Tensor, None]:
         act = _ACTIVATIONS[self.activation]
         for layer in self.layers:
             x = act(layer(x))
-        return self.head(x)
+        return (x, None) if body_only else self.head(x)
 
 
 class ItemTable(nn.Module):
@@ -107,8 +110,8 @@ class ItemFeatureMLP(MLP):
         super().__init__(features.shape[1], 1, hidden, activation, generator)
         self.register_buffer("features", features.float(), persistent=False)  # after to_empty
 
-    def forward(self, items: Tensor) -> Tensor:
-        return super().forward(self.features[items])
+    def forward(self, items: Tensor, body_only: bool = False) -> Tensor | tuple[Tensor, None]:
+        return super().forward(self.features[items], body_only)
 
 
 class ItemFactorModel(nn.Module):
@@ -150,14 +153,15 @@ class ItemFactorModel(nn.Module):
         head = {"head.weight": torch.zeros_like(values["head.weight"])}
         return {**values, **head, "head.bias": _fill(values["head.bias"], self.mean)}
 
-    def forward(self, items: Tensor) -> Tensor:
+    def forward(self, items: Tensor, body_only: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         x = self.features[items]
         if "embedding" in self.item:
             x = torch.cat([x, self.item["embedding"].weight[items]], dim=-1)
         act = _ACTIVATIONS[self.activation]
         for layer in self.layers:
             x = act(layer(x))
-        return self.head(x) + self.item["bias"].weight[items]
+        offset = self.item["bias"].weight[items]
+        return (x, offset) if body_only else self.head(x) + offset
 
 
 class BiasModel(nn.Module):
@@ -234,10 +238,11 @@ class Conv4(nn.Module):
         self.head = nn.Linear(self.feature_dim, int(n_classes), device="meta")
         _materialize(self, generator)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, body_only: bool = False) -> Tensor | tuple[Tensor, None]:
         for block in self.blocks:
             x = block(x)
-        return self.head(x.flatten(start_dim=-3))
+        x = x.flatten(start_dim=-3)
+        return (x, None) if body_only else self.head(x)
 
 
 def init_params(
@@ -325,17 +330,22 @@ def make_loss(model: nn.Module, kind: str) -> LossFn:
     Pure and free of data-dependent control flow, so it can be ``vmap``-ed over tasks.
     """
     predict = make_predict(model, kind)
+    ell = _mse if kind == "mse" else F.cross_entropy
 
-    if kind == "mse":
+    def loss_fn(params: Params, batch: Batch) -> Tensor:
+        x, y = batch
+        return ell(predict(params, x), y)
 
-        def loss_fn(params: Params, batch: Batch) -> Tensor:
-            x, y = batch
-            return (predict(params, x) - y).square().mean()
-
-    else:
-
-        def loss_fn(params: Params, batch: Batch) -> Tensor:
-            x, y = batch
-            return F.cross_entropy(predict(params, x), y)
-
+    if "body_only" in inspect.signature(model.forward).parameters:
+        # head(body(x)) (+ an offset): a head-only inner loop can run on the body's features
+        loss_fn.head_split = HeadSplit(  # type: ignore[attr-defined]
+            head_keys=tuple(k for k, _ in model.named_parameters() if k.startswith("head.")),
+            body=lambda params, x: functional_call(model, params, (x,), {"body_only": True}),
+            ell=ell,
+            squeeze=kind == "mse",
+        )
     return loss_fn
+
+
+def _mse(prediction: Tensor, y: Tensor) -> Tensor:
+    return (prediction - y).square().mean()

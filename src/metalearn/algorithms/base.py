@@ -19,6 +19,7 @@ from torch import Tensor
 
 from metalearn import functional as F
 from metalearn.functional import LossFn, Params
+from metalearn.head_split import HeadProblem, split_of
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -53,6 +54,9 @@ class MetaLearner(ABC):
     meta_trained: ClassVar[bool] = True
     #: False for a learner whose fit draws nothing at random: one training seed is all of them.
     seeded: ClassVar[bool] = True
+    #: False for a learner whose meta-gradient evaluates support and query examples in one batch
+    #: (pretrain): with batch norm its features differ from the per-batch ones of the head split.
+    meta_grad_on_head_split: ClassVar[bool] = True
 
     def __init__(
         self, steps: int, inner_lr: float, adapt_keys: Iterable[str] | None = None
@@ -87,9 +91,23 @@ class MetaLearner(ABC):
     def adapt(self, loss_fn: LossFn, params: Params, support: Any) -> Params:
         """Task-adapted parameters (all keys; the non-adapted ones equal ``params``), detached."""
         params = F.detach(params)
-        fast, slow = self.split(params)
         with torch.no_grad():  # torch.func.grad ignores an outer no_grad: no graph is kept
+            problem = self._head_problem(loss_fn, params, [support], differentiable=False)
+            if problem is not None:  # the body's features once, then the head alone
+                fast, slow = self.split(problem.params)
+                return F.merge(params, self.adapt_fast(problem.loss, fast, slow, *problem.batches))
+            fast, slow = self.split(params)
             return F.merge(params, self.adapt_fast(loss_fn, fast, slow, support))
+
+    def _head_problem(
+        self, loss_fn: LossFn, params: Params, batches: list[Any], differentiable: bool = True
+    ) -> HeadProblem | None:
+        """The task's problem on the head and the body's features (:mod:`metalearn.head_split`),
+        where the loss factors and only head keys adapt; otherwise ``None``."""
+        split = split_of(loss_fn, F.adapted_keys(params, self.adapt_keys))
+        if split is None:
+            return None
+        return HeadProblem(split, params, batches, differentiable)
 
     def batched_adapt(
         self, loss_fn: LossFn, params: Params, support: Any, chunk_size: int | None = None
@@ -106,9 +124,21 @@ class MetaLearner(ABC):
     ) -> tuple[Params, Tensor]:
         """``(meta-gradient, L_q(u_K))`` for one task; no graph is attached to either."""
 
+    def meta_grad_and_loss(
+        self, loss_fn: LossFn, params: Params, support: Any, query: Any
+    ) -> tuple[Params, Tensor]:
+        """:meth:`task_meta_grad`, on the head split where it applies (the same numbers)."""
+        problem = None
+        if self.meta_grad_on_head_split:
+            problem = self._head_problem(loss_fn, params, [support, query])
+        if problem is None:
+            return self.task_meta_grad(loss_fn, params, support, query)
+        grads, loss = self.task_meta_grad(problem.loss, problem.params, *problem.batches)
+        return problem.full_grad(grads), loss
+
     def meta_grad(self, loss_fn: LossFn, params: Params, support: Any, query: Any) -> Params:
         """The direction the outer optimizer descends, with the keys and shapes of ``params``."""
-        return self.task_meta_grad(loss_fn, F.detach(params), support, query)[0]
+        return self.meta_grad_and_loss(loss_fn, F.detach(params), support, query)[0]
 
     def batched_meta_grad_and_loss(
         self,
@@ -125,7 +155,7 @@ class MetaLearner(ABC):
         """
         params = F.detach(params)
         per_task = torch.func.vmap(
-            lambda s, q: self.task_meta_grad(loss_fn, params, s, q), chunk_size=chunk_size
+            lambda s, q: self.meta_grad_and_loss(loss_fn, params, s, q), chunk_size=chunk_size
         )
         grads, losses = per_task(support, query)
         return {k: g.mean(0) for k, g in grads.items()}, losses.mean()
@@ -152,7 +182,7 @@ class MetaLearner(ABC):
         loss_sum = torch.zeros(())
         for i in range(n_tasks):
             s, q = _index(support, i), _index(query, i)
-            grads, loss = self.task_meta_grad(loss_fn, params, s, q)
+            grads, loss = self.meta_grad_and_loss(loss_fn, params, s, q)
             total = grads if total is None else {k: total[k] + grads[k] for k in grads}
             loss_sum = loss_sum.to(loss) + loss
         assert total is not None

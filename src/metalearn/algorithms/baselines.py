@@ -30,6 +30,7 @@ class Pretrain(MetaLearner):
     reported loss is that joint loss at ``theta``, before any adaptation."""
 
     name = "pretrain"
+    meta_grad_on_head_split = False  # its joint batch has other batch-norm statistics
 
     def task_meta_grad(
         self, loss_fn: LossFn, params: Params, support: Any, query: Any

@@ -12,7 +12,7 @@ import pytest
 from metalearn import paths
 from metalearn.config import benchmark_config, default_params_path, load_config, meta_lr
 from metalearn.stages import run_episodify, run_tune
-from metalearn.tuning import apply, choose, markdown, point_config, tune
+from metalearn.tuning import apply, choose, markdown, one_by_one, point_config, tune
 
 GRID = ["tune.learners=[maml,fomaml]", "tune.inner_lr=[0.01,0.1]", "tune.meta_lr=[0.001]"]
 
@@ -34,7 +34,7 @@ def test_every_learner_gets_the_same_grid_and_budget():
         seen.append((learner, section.inner_lr, section.meta_lr, section.iterations))
         return types.SimpleNamespace(best_val=section.inner_lr * section.meta_lr, best_iteration=3)
 
-    rows = tune(cfg, "cosmixture-shot50", train)
+    rows = tune(cfg, "cosmixture-shot50", one_by_one(train))
     grid = [(a, b) for a in (0.01, 0.1) for b in (0.001, 0.01)]
     assert seen == [(lr, a, b, 9) for lr in ("maml", "fomaml") for a, b in grid]
     assert [(r["learner"], r["inner_lr"], r["meta_lr"]) for r in rows] == [s[:3] for s in seen]
@@ -120,7 +120,7 @@ def test_a_diverged_point_loses_and_the_sweep_goes_on():
             raise NonFiniteError("maml on cosmixture-shot50: the meta-training loss diverged")
         return types.SimpleNamespace(best_val=0.5, best_iteration=1)
 
-    rows = tune(cfg, "cosmixture-shot50", train)
+    rows = tune(cfg, "cosmixture-shot50", one_by_one(train))
     assert len(rows) == 4
     bad = next(r for r in rows if r["learner"] == "maml" and r["inner_lr"] == 0.1)
     assert math.isnan(bad["best_meta_val"]) and "diverged" in bad["diverged"]

@@ -147,6 +147,7 @@ class TrainConfig:
     seeds: int = field(metadata=AT_LEAST_1)  # training seeds: seed, seed + 1, ...
     device: Literal["auto", "cpu", "cuda"]
     threads: int = field(metadata={"ge": 0})
+    workers: int = field(metadata=AT_LEAST_1)  # processes meta-training at once (parallel.py)
 
 
 @dataclass(frozen=True)

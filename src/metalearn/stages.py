@@ -224,18 +224,22 @@ def run_tune(cfg: Config, benchmark: str) -> dict[str, Any]:
 
     from metalearn.data.episodes import load_episodes
     from metalearn.evaluation import METRICS
-    from metalearn.training import meta_train
+    from metalearn.parallel import Job, train_all
+    from metalearn.training import NonFiniteError
     from metalearn.tuning import choose, markdown, tune
 
     if benchmark not in cfg.tune.benchmarks:
         raise ConfigError(f"benchmark {benchmark!r} is not in tune.benchmarks")
     source = load_episodes(paths.episodes(benchmark))
-    device = torch_runtime(benchmark_config(cfg, benchmark))
+    bench_cfg = benchmark_config(cfg, benchmark)
+    device = torch_runtime(bench_cfg)
 
-    def train(point: Config, learner: str):
-        return meta_train(point, learner, benchmark, source, device)
+    def train_points(points, on_done):
+        jobs = [Job(point, learner, benchmark) for point, learner in points]
+        workers = bench_cfg.train.workers
+        return train_all(jobs, workers, source, device, (NonFiniteError,), on_done)
 
-    rows = tune(cfg, benchmark, train, on_point=lambda row: print(row, flush=True))
+    rows = tune(cfg, benchmark, train_points, on_point=lambda row: print(row, flush=True))
     chosen = choose(rows, METRICS[source.loss_kind].higher_is_better)
     with atomic_file(paths.tuning_csv(benchmark)) as tmp:
         pl.DataFrame(rows).write_csv(tmp)

@@ -30,6 +30,7 @@ from metalearn.models import (
     make_loss,
     make_predict,
 )
+from metalearn.parallel import Job, train_all
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 
@@ -226,18 +227,34 @@ def meta_train_seeds(
     device: torch.device,
     on_metrics: MetricsCallback | None = None,
 ) -> list[TrainResult]:
-    """:func:`meta_train` once per training seed (:func:`training_seeds`). The first seed's
-    metrics go to ``on_metrics`` under their names, a later seed's as ``<name>/seed<seed>``."""
-    results = []
-    for i, seed in enumerate(training_seeds(cfg, learner_name)):
-        seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-        log = on_metrics
-        if on_metrics is not None and i > 0:
-            log = lambda step, row, s=seed: on_metrics(  # noqa: E731
-                step, {f"{k}/seed{s}": v for k, v in row.items()}
-            )
-        results.append(meta_train(seeded, learner_name, benchmark, source, device, log))
-    return results
+    """:func:`meta_train` once per training seed (:func:`training_seeds`), ``train.workers`` at
+    once (:mod:`metalearn.parallel`). The first seed's metrics go to ``on_metrics`` under
+    their names, a later seed's as ``<name>/seed<seed>``: live with one worker, as each seed
+    ends with several."""
+    seeds = training_seeds(cfg, learner_name)
+    configs = [
+        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=s)) for s in seeds
+    ]
+
+    def logger(i: int) -> MetricsCallback | None:
+        if on_metrics is None or i == 0:
+            return on_metrics
+        suffix = f"/seed{seeds[i]}"
+        return lambda step, row: on_metrics(step, {k + suffix: v for k, v in row.items()})
+
+    if cfg.train.workers <= 1 or len(seeds) == 1:
+        return [
+            meta_train(c, learner_name, benchmark, source, device, logger(i))
+            for i, c in enumerate(configs)
+        ]
+
+    def replay(i: int, result: TrainResult) -> None:
+        log = logger(i)
+        for row in result.curve if log is not None else ():
+            log(row["iteration"], {k: v for k, v in row.items() if k != "iteration"})
+
+    jobs = [Job(c, learner_name, benchmark) for c in configs]
+    return train_all(jobs, cfg.train.workers, on_done=replay)
 
 
 class _Best:

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,44 +43,68 @@ def point_config(cfg: Config, learner: str, inner_lr: float, meta_lr: float, bud
     return dataclasses.replace(cfg, algo=algo, train=dataclasses.replace(cfg.train, seeds=1))
 
 
+Point = tuple[Config, str]  # a point's config and its learner
+
+
 def tune(
     cfg: Config,
     benchmark: str,
-    train: Callable[[Config, str], Any],
+    train_points: Callable[[list[Point], Callable[[int, Any], None]], list[Any]],
     on_point: Callable[[Row], None] | None = None,
 ) -> list[Row]:
     """One row per (learner, inner_lr, meta_lr) of ``cfg.tune``: the best meta-val value, its
     iteration and the seconds taken; a point that diverged has NaN and the error in
-    ``diverged``. ``train(cfg, learner)`` meta-trains and returns a
-    :class:`metalearn.training.TrainResult`."""
-    from metalearn.training import NonFiniteError  # torch: not for `apply`
-
+    ``diverged``. ``train_points(points, on_done)`` meta-trains every point (in any order, in
+    parallel if it likes: :func:`metalearn.parallel.train_all`), calls ``on_done(index,
+    result)`` as each ends and returns, in order, a :class:`metalearn.training.TrainResult`
+    or the :class:`metalearn.training.NonFiniteError` of a point that diverged."""
     cfg = benchmark_config(cfg, benchmark)
     grid = cfg.tune
-    rows = []
-    for learner in grid.learners:
-        for inner_lr in grid.inner_lr:
-            for meta_lr in grid.meta_lr:
-                point = point_config(cfg, learner, inner_lr, meta_lr, grid.iterations)
-                start = time.perf_counter()
-                try:
-                    result = train(point, learner)
-                    value, where, diverged = result.best_val, result.best_iteration, ""
-                except NonFiniteError as error:  # a diverged point loses; the sweep goes on
-                    value, where, diverged = math.nan, 0, str(error)
-                row = {
-                    "learner": learner,
-                    "inner_lr": inner_lr,
-                    "meta_lr": meta_lr,
-                    "best_meta_val": value,
-                    "best_iteration": where,
-                    "seconds": round(time.perf_counter() - start, 3),
-                    "diverged": diverged,
-                }
-                rows.append(row)
-                if on_point is not None:
-                    on_point(row)
-    return rows
+    keys = [
+        (learner, inner_lr, meta_lr)
+        for learner in grid.learners
+        for inner_lr in grid.inner_lr
+        for meta_lr in grid.meta_lr
+    ]
+    points = [(point_config(cfg, lr, a, b, grid.iterations), lr) for lr, a, b in keys]
+
+    def row_of(i: int, result: Any) -> Row:
+        learner, inner_lr, meta_lr = keys[i]
+        diverged = isinstance(result, Exception)  # a diverged point loses; the sweep goes on
+        return {
+            "learner": learner,
+            "inner_lr": inner_lr,
+            "meta_lr": meta_lr,
+            "best_meta_val": math.nan if diverged else result.best_val,
+            "best_iteration": 0 if diverged else result.best_iteration,
+            "seconds": math.nan if diverged else round(result.seconds, 3),
+            "diverged": str(result) if diverged else "",
+        }
+
+    def done(i: int, result: Any) -> None:
+        if on_point is not None:
+            on_point(row_of(i, result))
+
+    results = train_points(points, done)
+    return [row_of(i, r) for i, r in enumerate(results)]
+
+
+def one_by_one(train: Callable[[Config, str], Any]) -> Callable[..., list[Any]]:
+    """``train_points`` for :func:`tune` from a ``train(cfg, learner)`` of one point, run in
+    order here (a :class:`metalearn.training.NonFiniteError` becomes the point's result)."""
+    from metalearn.training import NonFiniteError  # torch: not for `apply`
+
+    def train_points(points: list[Point], on_done: Callable[[int, Any], None]) -> list[Any]:
+        results = []
+        for i, (cfg, learner) in enumerate(points):
+            try:
+                results.append(train(cfg, learner))
+            except NonFiniteError as error:
+                results.append(error)
+            on_done(i, results[-1])
+        return results
+
+    return train_points
 
 
 def choose(rows: Sequence[Row], higher_is_better: bool) -> dict[str, Row]:

@@ -369,7 +369,7 @@ def test_default_protocols():
             f"+{BENCH}.data.seed=1",
             r"unknown key 'pipeline.benchmarks.cosmixture-shot50.data'.*algo, model, train",
         ),
-        (f"+{BENCH}.algo=5", r"pipeline.benchmarks.cosmixture-shot50.algo = 5: must be a mapping"),
+        (f"++{BENCH}.algo=5", r"pipeline.benchmarks.cosmixture-shot50.algo = 5: must be a mapping"),
     ],
 )
 def test_bad_benchmark_overrides(override, message):

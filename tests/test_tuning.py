@@ -21,7 +21,7 @@ def test_a_point_sets_one_learners_step_sizes_and_budget_on_one_seed():
     cfg = benchmark_config(load_config(), "cosmixture-shot50")
     point = point_config(cfg, "imaml", 0.03, 0.002, 7)
     assert point.algo.imaml.inner_lr == 0.03 and point.algo.imaml.iterations == 7
-    assert meta_lr(point, "imaml") == 0.002 and meta_lr(point, "maml") == cfg.train.meta_lr
+    assert meta_lr(point, "imaml") == 0.002 and meta_lr(point, "maml") == meta_lr(cfg, "maml")
     assert point.algo.maml == cfg.algo.maml and point.train.seeds == 1
 
 
@@ -32,7 +32,9 @@ def test_every_learner_gets_the_same_grid_and_budget():
     def train(point, learner):
         section = getattr(point.algo, learner)
         seen.append((learner, section.inner_lr, section.meta_lr, section.iterations))
-        return types.SimpleNamespace(best_val=section.inner_lr * section.meta_lr, best_iteration=3)
+        return types.SimpleNamespace(
+            best_val=section.inner_lr * section.meta_lr, best_iteration=3, seconds=0.1
+        )
 
     rows = tune(cfg, "cosmixture-shot50", one_by_one(train))
     grid = [(a, b) for a in (0.01, 0.1) for b in (0.001, 0.01)]
@@ -118,7 +120,7 @@ def test_a_diverged_point_loses_and_the_sweep_goes_on():
     def train(point, learner):
         if point.algo.maml.inner_lr == 0.1 and learner == "maml":
             raise NonFiniteError("maml on cosmixture-shot50: the meta-training loss diverged")
-        return types.SimpleNamespace(best_val=0.5, best_iteration=1)
+        return types.SimpleNamespace(best_val=0.5, best_iteration=1, seconds=0.1)
 
     rows = tune(cfg, "cosmixture-shot50", one_by_one(train))
     assert len(rows) == 4

@@ -1,4 +1,5 @@
-# Two entry points for a fresh clone; each creates or refreshes the virtual environment first.
+# Entry points for a fresh clone; each creates or refreshes the virtual environment first.
+#   make smoke      the real pipeline at tiny settings in a scratch copy (.smoke/): about a minute
 #   make repro      run the whole pipeline (dvc repro): the papers' protocols, a GPU job
 #   make repro-cpu  the CPU recipe: every learner and benchmark in under two hours on 2 cores,
 #                   data from METALEARN_DATA_MIRROR (default ../shared/datasets)
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 # DVC runs each stage's `python ...` from PATH: the venv's must come first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install repro repro-cpu test mlflow-ui
+.PHONY: install smoke repro repro-cpu test mlflow-ui
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +19,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+smoke: $(STAMP)
+	$(PY) -m metalearn.smoke
 
 repro: $(STAMP)
 	$(VENV)/bin/dvc repro

@@ -14,4 +14,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from metalearn.stages import exit_now, main, run_episodify
 
 if __name__ == "__main__":
-    exit_now(main(run_episodify, ["benchmark"], sys.argv[1:]))
+    exit_now(main(run_episodify, ["benchmark"], sys.argv[1:], __doc__))

@@ -13,4 +13,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from metalearn.stages import exit_now, main, run_tune
 
 if __name__ == "__main__":
-    exit_now(main(run_tune, ["benchmark"], sys.argv[1:]))
+    exit_now(main(run_tune, ["benchmark"], sys.argv[1:], __doc__))

@@ -1,5 +1,7 @@
 """Every recipe's overrides compose into a valid config, and the command is what it runs."""
 
+import shutil
+
 import pytest
 
 from metalearn.config import load_config
@@ -39,3 +41,23 @@ def test_the_cf_recipes_hold_the_ten_cf_and_synthetic_benchmarks_with_their_prot
     assert {e.dataset for e in cfg.pipeline.benchmarks.values()} == set(cfg.pipeline.datasets)
     assert cfg.pipeline.benchmarks["movielens1m-shot20"].algo["adapt"] == "head"
     assert cfg.pipeline.cf_benchmarks and set(cfg.tune.benchmarks) <= set(cfg.pipeline.benchmarks)
+
+
+def test_the_smoke_params_are_valid_and_train_every_learner(tmp_path):
+    from metalearn import smoke
+
+    shutil.copy(smoke.ROOT / "params.yaml", tmp_path / "params.yaml")
+    smoke.set_params(tmp_path, smoke.SMOKE)
+    cfg = load_config(params_path=tmp_path / "params.yaml")
+    assert list(cfg.pipeline.benchmarks) == [smoke.BENCHMARK]
+    assert cfg.pipeline.learners == load_config().pipeline.learners
+    assert cfg.train.iterations <= 10 and not cfg.pipeline.cf_benchmarks
+
+
+def test_smoke_refuses_to_replace_the_checkout():
+    from metalearn import smoke
+
+    for target in (smoke.ROOT, smoke.ROOT.parent):
+        with pytest.raises(SystemExit):
+            smoke.main(["--dir", str(target)])
+    assert (smoke.ROOT / "params.yaml").is_file()

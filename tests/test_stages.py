@@ -1,6 +1,9 @@
 """Stage functions on a tiny config in a temp directory: determinism and failure handling."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import polars as pl
@@ -13,6 +16,8 @@ from metalearn.data.episodes import load_episodes
 from metalearn.models import init_params
 from metalearn.stages import run_episodify, run_evaluate, run_train
 from metalearn.training import Adam, NonFiniteError, Task, meta_train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     "algo.steps=2",
@@ -198,3 +203,27 @@ def test_a_finite_but_diverging_loss_stops_training():
     _check_divergence(0.5 * DIVERGENCE, 1.0, "maml", "cosmixture-shot50", 7)  # still training
     with pytest.raises(NonFiniteError, match=r"maml on cosmixture-shot50: .* diverged at iter"):
         _check_divergence(2e12, 0.3, "maml", "cosmixture-shot50", 7)
+
+
+SELECTORS = {
+    "download": ["dataset"],
+    "episodify": ["benchmark"],
+    "train": ["learner", "benchmark"],
+    "evaluate": ["benchmark"],
+    "tune": ["benchmark"],
+    "report": [],
+    "efficiency": [],
+}
+
+
+@pytest.mark.parametrize("script", sorted(SELECTORS))
+def test_every_stage_script_answers_help_with_its_selectors(script):
+    done = subprocess.run(
+        [sys.executable, f"pipeline/{script}.py", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Stage {script}") and "KEY=VALUE" in done.stdout
+    for selector in SELECTORS[script]:
+        assert f"  {selector}=  one of: " in done.stdout
+    assert sorted(SELECTORS) == sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))

@@ -282,12 +282,42 @@ def _loaded_errors() -> list[type[Exception]]:
     return found
 
 
-def main(stage: Callable[..., Any], selectors: Sequence[str], argv: Sequence[str]) -> int:
-    """Entry point of a stage script: ``KEY=VALUE`` arguments, the selectors named first.
+def _selector_values(cfg: Config, selector: str) -> list[str]:
+    """What ``selector=`` may name in this params.yaml (the stages dvc.yaml defines)."""
+    if selector == "dataset":
+        return list(cfg.pipeline.datasets)
+    if selector == "benchmark":
+        return list(cfg.pipeline.benchmarks)
+    return [*cfg.pipeline.learners, *cfg.pipeline.cf_learners]
+
+
+def help_text(doc: str, selectors: Sequence[str]) -> str:
+    """The ``--help`` text: the script's docstring, each selector's values, how to override."""
+    lines = [doc.strip(), ""]
+    try:
+        cfg = load_config()
+        lines += [f"  {s}=  one of: {', '.join(_selector_values(cfg, s))}" for s in selectors]
+    except (ValueError, FileNotFoundError) as error:  # a broken params.yaml: say so, still help
+        lines.append(f"  (params.yaml does not load: {error})")
+    lines += [
+        "  KEY=VALUE  any params.yaml key, for this run only (README: Parameters),",
+        "             e.g. train.iterations=10 or algo.maml.steps=3",
+    ]
+    return "\n".join(lines)
+
+
+def main(
+    stage: Callable[..., Any], selectors: Sequence[str], argv: Sequence[str], doc: str = ""
+) -> int:
+    """Entry point of a stage script: ``KEY=VALUE`` arguments, the selectors named first;
+    ``--help`` prints ``doc`` (the script's docstring) and what each selector may name.
 
     Errors a user can fix (bad parameters or data, failed downloads, missing inputs, divergence)
     print one message and exit with status 1 instead of a traceback.
     """
+    if {"-h", "--help"} & set(argv):
+        print(help_text(doc, selectors))
+        return 0
     try:
         selected, overrides = split_cli(argv)
         missing = [s for s in selectors if s not in selected]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -23,7 +21,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
+
+from metalearn.smoke import clean_env, commit, copy_checkout, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -89,24 +88,8 @@ def fixture_mirror(root: Path) -> Path:
     return root
 
 
-def set_params(repo: Path, changes: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in changes.items():
-        *parents, last = key.split(".")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def run(repo: Path, *cmd: str, timeout: int = 600) -> str:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "METALEARN_"))
-    }
-    env["METALEARN_DATA_MIRROR"] = str(repo.parent / "mirror")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["OMP_NUM_THREADS"] = "1"  # tiny models: threads only add overhead
+    env = clean_env(METALEARN_DATA_MIRROR=str(repo.parent / "mirror"))
     result = subprocess.run(
         cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -126,21 +109,9 @@ def stale(repo: Path) -> set[str]:
 def repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pipeline") / "repo"
     fixture_mirror(root.parent / "mirror")
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    copy_checkout(REPO, root)
     set_params(root, TINY)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
-        run(root, *cmd)
-    run(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    commit(root, "tiny")
     root.joinpath("repro.log").write_text(run(root, "dvc", "repro"))
     return root
 

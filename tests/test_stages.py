@@ -1,6 +1,7 @@
 """Stage functions on a tiny config in a temp directory: determinism and failure handling."""
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from metalearn import paths
 from metalearn.config import load_config
 from metalearn.data.episodes import load_episodes
 from metalearn.models import init_params
-from metalearn.stages import run_episodify, run_evaluate, run_train
+from metalearn.stages import CheckpointError, run_episodify, run_evaluate, run_train
 from metalearn.training import Adam, NonFiniteError, Task, meta_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,7 @@ TINY = [
     "train.meta_batch=2",
     "eval.tasks=3",
     "data.cosmixture.functions={train:6,val:3,test:3}",
+    "~pipeline.benchmarks.cosmixture-shot50.algo",  # its tuned step sizes: the top level's here
 ]
 
 
@@ -102,6 +104,34 @@ def test_non_finite_loss_stops_training_and_keeps_earlier_outputs(workdir):
     assert not paths.train_curve("maml", "cosmixture-shot50").exists()
     runs = mlflow.search_runs(experiment_names=["metalearn"], output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_evaluate_refuses_a_checkpoint_another_cell_wrote(workdir):
+    cfg = load_config([*TINY, "pipeline.learners=[maml,fomaml]"])
+    for learner in ("maml", "fomaml"):
+        run_train(cfg, learner, "cosmixture-shot50")
+    maml = paths.model("maml", "cosmixture-shot50")
+    kept = maml.read_bytes()
+    shutil.copy(paths.model("fomaml", "cosmixture-shot50"), maml)
+    with pytest.raises(CheckpointError, match=r"holds the spec of fomaml on cosmixture-shot50, "
+                       r"not the one train@maml-cosmixture-shot50 trains now"):  # fmt: skip
+        run_evaluate(cfg, "cosmixture-shot50")
+    assert not paths.eval_metrics("cosmixture-shot50").exists()
+    maml.write_bytes(kept)
+    changed = load_config([*TINY, "pipeline.learners=[maml,fomaml]", "train.meta_batch=3"])
+    with pytest.raises(CheckpointError, match=r"params changed since it was trained"):
+        run_evaluate(changed, "cosmixture-shot50")
+    assert set(run_evaluate(cfg, "cosmixture-shot50")) == {"maml", "fomaml"}
+
+
+def test_an_unreadable_checkpoint_names_the_file_and_the_stage(workdir):
+    cfg = load_config([*TINY, "pipeline.learners=[maml]"])
+    run_train(cfg, "maml", "cosmixture-shot50")
+    model = paths.model("maml", "cosmixture-shot50")
+    model.write_bytes(model.read_bytes()[:100])  # truncated
+    with pytest.raises(CheckpointError, match=r"models/cosmixture-shot50/maml.pt cannot be read "
+                       r".*dvc repro --force train@maml-cosmixture-shot50"):  # fmt: skip
+        run_evaluate(cfg, "cosmixture-shot50")
 
 
 def test_evaluate_without_a_model_names_the_stage_to_run(workdir):
@@ -211,6 +241,7 @@ SELECTORS = {
     "train": ["learner", "benchmark"],
     "evaluate": ["benchmark"],
     "tune": ["benchmark"],
+    "resolve": [],
     "report": [],
     "efficiency": [],
 }

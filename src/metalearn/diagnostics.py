@@ -34,10 +34,10 @@ def score_splits(
 ) -> list[dict[str, Any]]:
     """One row per (split, inner steps): the mean metric and its confidence interval over
     ``tasks`` tasks of each split (meta-train: sampled with ``seed``)."""
+    checkpoint = load_checkpoint(cfg, learner, benchmark)
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
     task = Task.build(cfg, source, learner)
-    checkpoint = load_checkpoint(learner, benchmark)
     params, fitted = checkpoint["params"], checkpoint["fitted"]
 
     def first(split: tuple) -> tuple:

@@ -16,6 +16,21 @@ def episodes(benchmark: str) -> Path:
     return Path("data/episodes") / benchmark
 
 
+CONFIGS = Path("configs")  # stage resolve: one resolved spec per cell (metalearn.spec)
+
+
+def train_spec(learner: str, benchmark: str) -> Path:
+    return CONFIGS / "train" / f"{run_name(learner, benchmark)}.json"
+
+
+def evaluate_spec(benchmark: str) -> Path:
+    return CONFIGS / "evaluate" / f"{benchmark}.json"
+
+
+def tune_spec(benchmark: str) -> Path:
+    return CONFIGS / "tune" / f"{benchmark}.json"
+
+
 def run_name(learner: str, benchmark: str) -> str:
     return f"{learner}-{benchmark}"
 

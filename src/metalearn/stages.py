@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 # modules, and dvc.yaml lists exactly those as its code deps (tests/test_project_files.py).
 
 
+def run_resolve(cfg: Config) -> dict[str, Any]:
+    """Write every cell's resolved spec under configs/ (``cfg`` was validated on loading)."""
+    from metalearn.spec import write_specs
+
+    return {"specs": write_specs(cfg), "folder": str(paths.CONFIGS)}
+
+
 def run_download(cfg: Config, dataset: str) -> dict[str, Any]:
     """Fetch and verify the dataset's official files into ``data/raw/<dataset>/`` (from
     ``METALEARN_DATA_MIRROR`` first when set). A synthetic family has nothing to fetch: its
@@ -77,13 +84,15 @@ def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
 
     from metalearn import tracking  # MLflow takes seconds to import: only where it is used
     from metalearn.data.episodes import load_episodes
+    from metalearn.spec import dumps, train_spec
     from metalearn.training import meta_train_seeds, training_seeds
 
+    spec = train_spec(cfg, learner, benchmark)  # what DVC re-runs this cell on
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
     device = torch_runtime(cfg)
     seeds = training_seeds(cfg, learner)
-    with tracking.train_run(cfg, learner, benchmark, source.meta) as log:
+    with tracking.train_run(spec, learner, benchmark, source.meta) as log:
         runs = meta_train_seeds(cfg, learner, benchmark, source, device, on_metrics=log)
         run_id = log.run_id
     first = runs[0]
@@ -111,6 +120,7 @@ def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
         "best_iterations": [r.best_iteration for r in runs],
         "fitted": first.fitted,  # options chosen in training (the bias baseline's shrinkages)
         "grid": first.grid,  # and the candidates it chose them from, with their meta-val scores
+        "spec": dumps(spec),  # evaluate checks that its cell would train this one now
     }
     with atomic_file(paths.model(learner, benchmark)) as tmp:
         torch.save({"params": first.params, **checkpoint}, tmp)
@@ -123,17 +133,49 @@ def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     return metrics
 
 
-def load_checkpoint(learner: str, benchmark: str) -> dict[str, Any]:
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that another cell wrote."""
+
+
+def load_checkpoint(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     """The train stage's file: ``params`` (tensors, of the first seed's best meta-val point),
     ``seed_params`` (every seed's), ``seeds``, ``best_iterations``, ``learner``, ``benchmark``,
-    ``mlflow_run_id``, ``fitted`` (options chosen in training) and ``grid``."""
+    ``mlflow_run_id``, ``fitted`` (options chosen in training), ``grid`` and ``spec``.
+
+    Refuses a file it cannot read and one whose spec is not what ``cfg`` would train in this
+    cell now (another learner's or benchmark's file copied in, or a stale one), naming both."""
     import torch
 
+    from metalearn.spec import dumps, train_spec
+
     path = paths.model(learner, benchmark)
+    stage = f"{'train-cf' if learner in CF_ONLY_LEARNERS else 'train'}@{learner}-{benchmark}"
     if not path.is_file():
-        stage = "train-cf" if learner in CF_ONLY_LEARNERS else "train"
-        raise FileNotFoundError(f"{path} is missing; run {stage}@{learner}-{benchmark} first")
-    return torch.load(path, weights_only=True)  # tensors and plain values: nothing is executed
+        raise FileNotFoundError(f"{path} is missing; run {stage} first")
+    try:  # tensors and plain values: nothing is executed
+        checkpoint = torch.load(path, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, pickle errors, EOFError, ...
+        raise CheckpointError(
+            f"{path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            f"re-create it: dvc repro --force {stage}"
+        ) from None
+    expected = dumps(train_spec(cfg, learner, benchmark))
+    found = checkpoint.get("spec") if isinstance(checkpoint, dict) else None
+    if found != expected:
+        if found is None:
+            what = "no spec (written by an older version, or not by a train stage)"
+        else:
+            import json
+
+            theirs = json.loads(found)
+            what = f"the spec of {theirs.get('learner')} on {theirs.get('benchmark')}"
+            if (theirs.get("learner"), theirs.get("benchmark")) == (learner, benchmark):
+                what = "another spec of this cell (params changed since it was trained)"
+        raise CheckpointError(
+            f"{path} holds {what}, not the one {stage} trains now "
+            f"({paths.train_spec(learner, benchmark)}); re-run it: dvc repro {stage}"
+        )
+    return checkpoint
 
 
 def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
@@ -150,6 +192,7 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
     from metalearn.metrics import mean_ci
     from metalearn.training import Task, build_learner, to_device
 
+    checkpoints = {lr: load_checkpoint(cfg, lr, benchmark) for lr in learners_of(cfg, benchmark)}
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
     device = torch_runtime(cfg)
@@ -157,7 +200,6 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
     (sx, sy), (qx, qy) = source.fixed_tasks("test")
     n = cfg.eval.tasks
     tasks = to_device(((sx[:n], sy[:n]), (qx[:n], qy[:n])), device)
-    checkpoints = {lr: load_checkpoint(lr, benchmark) for lr in learners_of(cfg, benchmark)}
     results, per_task = {}, {}
     for learner, checkpoint in checkpoints.items():
         steps = eval_steps(cfg, learner)

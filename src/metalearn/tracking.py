@@ -53,18 +53,11 @@ def _experiment_id() -> str:
         return client.get_experiment_by_name(EXPERIMENT).experiment_id
 
 
-def flat_params(cfg: Config, learner: str, episodes_meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters that shape this run, flattened to dotted keys; the data's come from the
-    episodes it trained on (their ``meta.json``)."""
-    algo = dataclasses.asdict(cfg.algo)
-    shared = {k: v for k, v in algo.items() if not isinstance(v, dict)}
-    sections = {
-        "algo": shared | {learner: algo[learner]},
-        "model": dataclasses.asdict(cfg.model),
-        "train": dataclasses.asdict(cfg.train),
-        "data": dict(episodes_meta),
-    }
-    return flatten(sections)
+def flat_params(spec: Mapping[str, Any], episodes_meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The values that shape this run (its resolved spec, :mod:`metalearn.spec`) flattened to
+    dotted keys; the data's come from the episodes it trained on (their ``meta.json``)."""
+    cell = {k: v for k, v in spec.items() if k not in ("learner", "benchmark", "dataset")}
+    return flatten({**cell, "data": dict(episodes_meta)})
 
 
 def _git_revision() -> str:
@@ -98,10 +91,10 @@ class MetricBuffer:
 
 @contextlib.contextmanager
 def train_run(
-    cfg: Config, learner: str, benchmark: str, episodes_meta: Mapping[str, Any]
+    spec: Mapping[str, Any], learner: str, benchmark: str, episodes_meta: Mapping[str, Any]
 ) -> Iterator[MetricBuffer]:
-    """An MLflow run for one train stage: params, tags and system metrics; yields the metric
-    logger. An exception marks the run FAILED (and propagates)."""
+    """An MLflow run for one train stage: params (the cell's resolved spec), tags and system
+    metrics; yields the metric logger. An exception marks the run FAILED (and propagates)."""
     tags = {
         "learner": learner,
         "benchmark": benchmark,
@@ -114,7 +107,7 @@ def train_run(
         tags=tags,
         log_system_metrics=True,
     ) as run:
-        mlflow.log_params(flat_params(cfg, learner, episodes_meta))
+        mlflow.log_params(flat_params(spec, episodes_meta))
         buffer = MetricBuffer(run.info.run_id)
         try:
             yield buffer

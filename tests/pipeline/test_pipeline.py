@@ -42,7 +42,7 @@ TINY = {
     },
     "pipeline.benchmarks.movielens100k-shot10.algo": {"adapt": "head", "inner_lr": 0.05},
     "algo.steps": 2,
-    "algo.maml.steps": None,
+    "algo.maml.steps": 2,  # MAML's own K: algo.steps edits do not reach it (stage resolve)
     "train.iterations": 6,
     "train.val_every": 3,
     "train.meta_batch": 2,
@@ -88,13 +88,23 @@ def fixture_mirror(root: Path) -> Path:
     return root
 
 
-def run(repo: Path, *cmd: str, timeout: int = 600) -> str:
+def run(repo: Path, *cmd: str, timeout: int = 600, fails: bool = False) -> str:
+    """The command's output; it must succeed (``fails``: it must fail)."""
     env = clean_env(METALEARN_DATA_MIRROR=str(repo.parent / "mirror"))
     result = subprocess.run(
         cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    failed = result.returncode != 0
+    assert failed == fails, (
+        f"{' '.join(cmd)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout + result.stderr
+
+
+def restore(repo: Path) -> None:
+    """Back to the committed params, lock and outputs after a test's edit or run."""
+    run(repo, "git", "checkout", "-q", "params.yaml", "dvc.lock")
+    run(repo, "dvc", "checkout", "-f", "-q")
 
 
 def stages_run(log: str) -> set[str]:
@@ -118,6 +128,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_writes_every_output(repo):
     assert stages_run((repo / "repro.log").read_text()) == {
+        "resolve",
         *(f"download@{b.split('-')[0]}" for b in BENCHMARKS),
         *(f"episodify@{b}" for b in BENCHMARKS),
         *(f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS),
@@ -181,12 +192,11 @@ def test_second_repro_runs_nothing(repo):
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        (
-            "algo.steps",
-            3,
-            {*(f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS), *EVALUATE, TUNE},
-        ),
-        ("algo.imaml.lam", 3.0, {*(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE, TUNE}),
+        # MAML has its own K and tune sweeps MAML only: neither re-runs
+        ("algo.steps", 3, {*(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE}),
+        ("algo.maml.steps", 3, {*(f"train@maml-{b}" for b in BENCHMARKS), *EVALUATE, TUNE}),
+        ("algo.imaml.lam", 3.0, {*(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE}),
+        ("train.workers", 2, set()),  # the same numbers (tests/test_parallel.py)
         (
             "pipeline.benchmarks.movielens100k-shot10.algo.inner_lr",
             0.02,
@@ -201,12 +211,30 @@ def test_second_repro_runs_nothing(repo):
     ],
 )
 def test_params_edit_makes_only_its_stages_stale(repo, key, value, expected):
-    """The report reads every section (its protocol tables), so it is stale each time."""
+    """Once resolve has re-written the specs, the cells whose values changed are stale, and no
+    other; the report reads every section (its protocol tables), so it is stale each time."""
     set_params(repo, {key: value})
     try:
+        assert stale(repo) == {"resolve", "report"}
+        run(repo, "dvc", "repro", "resolve")
         assert stale(repo) == {*expected, "report"}
     finally:
-        run(repo, "git", "checkout", "-q", "params.yaml")
+        restore(repo)
+
+
+def test_a_typo_in_params_fails_every_repro_and_exp_run_naming_the_key(repo):
+    """A key no stage reads, and Hydra's +key form that DVC's own error message suggests."""
+    with open(repo / "params.yaml", "a") as f:
+        f.write("algo_steps: 10\n")
+    try:
+        log = run(repo, "dvc", "repro", fails=True)
+        assert "unknown key 'algo_steps' (valid: pipeline, algo," in log
+    finally:
+        restore(repo)
+    log = run(repo, "dvc", "exp", "run", "-S", "+algo.stepz=3", "-n", "typo", fails=True)
+    assert "unknown key 'algo.stepz'" in log and "steps" in log
+    restore(repo)
+    assert stale(repo) == set()
 
 
 def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
@@ -228,9 +256,11 @@ def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
 def test_efficiency_edit_makes_only_that_stage_stale(repo):
     set_params(repo, {"efficiency.steps": [1, 3]})
     try:
+        assert stale(repo) == {"efficiency", "resolve"}  # resolve checks every edit
+        run(repo, "dvc", "repro", "resolve")
         assert stale(repo) == {"efficiency"}
     finally:
-        run(repo, "git", "checkout", "-q", "params.yaml")
+        restore(repo)
 
 
 def test_dataset_edit_reruns_only_that_datasets_stages(repo):
@@ -239,9 +269,9 @@ def test_dataset_edit_reruns_only_that_datasets_stages(repo):
     try:
         ran = stages_run(run(repo, "dvc", "repro"))
     finally:
-        run(repo, "git", "checkout", "-q", "params.yaml", "dvc.lock")
-        run(repo, "dvc", "checkout", "-f", "-q")
+        restore(repo)
     assert ran == {
+        "resolve",
         "episodify@cosmixture-shot50",
         *(f"train@{lr}-cosmixture-shot50" for lr in LEARNERS),
         "evaluate@cosmixture-shot50",
@@ -250,9 +280,9 @@ def test_dataset_edit_reruns_only_that_datasets_stages(repo):
     }
 
 
-def test_exp_run_reruns_training_and_is_listed(repo):
+def test_exp_run_retrains_only_the_learners_whose_k_changes_and_is_listed(repo):
     ran = stages_run(run(repo, "dvc", "exp", "run", "-S", "algo.steps=3", "-n", "steps3"))
-    assert ran and all(s.split("@")[0] in ("train", "evaluate", "tune", "report") for s in ran)
+    assert ran == {"resolve", *(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE, "report"}
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
     assert "steps3" in json.dumps(shown)
     with sqlite3.connect(repo / "mlflow.db") as db:
@@ -313,6 +343,6 @@ def test_mlflow_server_serves_the_runs(repo):
     for r in train_runs:
         params = {p["key"]: p["value"] for p in r["data"]["params"]}
         metrics = {m["key"] for m in r["data"]["metrics"]}
-        assert params["train.iterations"] == "6"
         fitted = {t["key"]: t["value"] for t in r["data"]["tags"]}["learner"] == "bias"
+        assert params["algo.iterations"] == ("None" if fitted else "6")  # the resolved spec
         assert "test_nrmse" in metrics and ("meta_train_loss" in metrics) != fitted

@@ -1,0 +1,129 @@
+"""Resolved specs: every value a train, evaluate or tune cell uses, after precedence.
+
+Stage ``resolve`` validates the whole of ``params.yaml`` and writes one spec per cell under
+``configs/`` (``configs/train/<learner>-<benchmark>.json``, ``configs/evaluate/<benchmark>.json``,
+``configs/tune/<benchmark>.json``). Each train, evaluate and tune stage depends on its own spec
+instead of raw params keys, so DVC re-runs a cell only when a value it uses changes:
+``algo.steps=100`` re-trains only the learners whose K comes from it, not MAML with its own
+``algo.maml.steps``. A spec holds values, never the keys they came from; the precedence rules
+are those of :func:`metalearn.config.benchmark_config` and the per-learner helpers.
+
+The train stage also records its spec in the checkpoint and in MLflow, and evaluate refuses a
+checkpoint whose spec is not the one its cell would train now (a file copied over another).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from metalearn import paths
+from metalearn.config import (
+    CF_ONLY_LEARNERS,
+    Config,
+    benchmark_config,
+    eval_steps,
+    iterations,
+    learner_options,
+    learners_of,
+    meta_lr,
+)
+from metalearn.io import atomic_dir
+
+Spec = dict[str, Any]
+
+
+def _learner(cfg: Config, learner: str) -> dict[str, Any]:
+    """``algo.<learner>`` with K, α, iterations and meta-lr resolved (``cfg``: a benchmark's)."""
+    return {
+        **learner_options(cfg, learner),
+        "iterations": iterations(cfg, learner),
+        "meta_lr": meta_lr(cfg, learner),
+    }
+
+
+def train_spec(cfg: Config, learner: str, benchmark: str) -> Spec:
+    """What ``train@<learner>-<benchmark>`` uses: the learner's resolved section, the model, the
+    inner-loop split and the training loop's own keys (the data come from the episodes)."""
+    b = benchmark_config(cfg, benchmark)
+    entry = cfg.pipeline.benchmarks[benchmark]
+    head = {"learner": learner, "benchmark": benchmark, "dataset": entry.dataset}
+    if learner in CF_ONLY_LEARNERS:  # a closed-form fit: no model, inner loop or meta-training
+        section = dataclasses.asdict(getattr(b.algo, learner))
+        return {
+            **head,
+            "algo": section,
+            "train": {"device": b.train.device, "threads": b.train.threads},
+        }
+    train = dataclasses.asdict(b.train)
+    del train["iterations"], train["meta_lr"]  # resolved per learner, in "algo"
+    del train["workers"]  # how many seeds train at once: the same numbers (tests/test_parallel.py)
+    return {
+        **head,
+        "algo": {"adapt": b.algo.adapt, **_learner(b, learner)},
+        "model": dataclasses.asdict(b.model),
+        "train": train,
+    }
+
+
+def evaluate_spec(cfg: Config, benchmark: str) -> Spec:
+    """What ``evaluate@<benchmark>`` uses: which learners it scores, each one's meta-test K and
+    options, the model, the task count and the interval's confidence."""
+    b = benchmark_config(cfg, benchmark)
+    learners = {
+        learner: {
+            **(
+                dataclasses.asdict(getattr(b.algo, learner))
+                if learner in CF_ONLY_LEARNERS
+                else learner_options(b, learner)
+            ),
+            "eval_steps": eval_steps(b, learner),
+        }
+        for learner in learners_of(cfg, benchmark)
+    }
+    return {
+        "benchmark": benchmark,
+        "learners": learners,
+        "adapt": b.algo.adapt,
+        "model": dataclasses.asdict(b.model),
+        "eval": {"tasks": b.eval.tasks, "confidence": b.eval.confidence},
+        "train": {"device": b.train.device, "threads": b.train.threads},
+    }
+
+
+def tune_spec(cfg: Config, benchmark: str) -> Spec:
+    """What ``tune@<benchmark>`` uses: the grid and budget, and each tuned learner's train spec
+    (whose α, meta-lr and iterations the grid then replaces)."""
+    grid = dataclasses.asdict(cfg.tune)
+    del grid["benchmarks"]
+    learners = {lr: train_spec(cfg, lr, benchmark) for lr in cfg.tune.learners}
+    return {"benchmark": benchmark, "tune": grid, "learners": learners}
+
+
+def all_specs(cfg: Config) -> dict[Path, Spec]:
+    """Every cell's spec by its path under ``configs/`` (the cells dvc.yaml defines)."""
+    p = cfg.pipeline
+    cells = [(lr, b) for lr in p.learners for b in p.benchmarks]
+    cells += [(lr, b) for lr in p.cf_learners for b in p.cf_benchmarks]
+    specs = {paths.train_spec(lr, b): train_spec(cfg, lr, b) for lr, b in cells}
+    specs |= {paths.evaluate_spec(b): evaluate_spec(cfg, b) for b in p.benchmarks}
+    specs |= {paths.tune_spec(b): tune_spec(cfg, b) for b in cfg.tune.benchmarks}
+    return specs
+
+
+def dumps(spec: Spec) -> str:
+    """One canonical text per spec (sorted keys), so that equal values give equal files."""
+    return json.dumps(spec, indent=1, sort_keys=True) + "\n"
+
+
+def write_specs(cfg: Config) -> int:
+    """Replace ``configs/`` with every cell's spec, all at once (a failure leaves the old)."""
+    specs = all_specs(cfg)
+    with atomic_dir(paths.CONFIGS) as tmp:
+        for path, spec in specs.items():
+            target = tmp / path.relative_to(paths.CONFIGS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(dumps(spec))
+    return len(specs)

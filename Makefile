@@ -35,5 +35,9 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
-mlflow-ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+# Browse the runs: make mlflow-ui [HOST=0.0.0.0] [PORT=5001]; uses the installed venv as it is.
+HOST ?= 127.0.0.1
+PORT ?= 5000
+mlflow-ui:
+	@test -x $(VENV)/bin/mlflow || { echo "no $(VENV)/bin/mlflow: run make install first"; exit 1; }
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host $(HOST) --port $(PORT)

@@ -57,17 +57,40 @@ def test_dvc_yaml_paths_match_paths_module():
     assert names(train["outs"]) == {
         str(paths.model(learner, benchmark)),
         str(paths.train_curve(learner, benchmark)),
+        str(paths.train_metrics(learner, benchmark)),
     }
-    assert names(train["metrics"]) == {str(paths.train_metrics(learner, benchmark))}
+    assert str(paths.train_spec(learner, benchmark)) in train["deps"]
     evaluate = dvc["evaluate"]["do"]
-    assert names(evaluate["outs"]) == {str(paths.eval_per_task_dir("${key}"))}
-    assert names(evaluate["metrics"]) == {str(paths.eval_metrics("${key}"))}
+    assert names(evaluate["outs"]) == {
+        str(paths.eval_per_task_dir("${key}")),
+        str(paths.eval_metrics("${key}")),
+    }
+    assert str(paths.evaluate_spec("${key}")) in evaluate["deps"]
     assert str(paths.episodes("${key}")) in evaluate["deps"]
     assert str(paths.models("${key}")) in evaluate["deps"]
     assert paths.model(learner, benchmark).parent == paths.models(benchmark)
     report = dvc["report"]
-    assert names(report["outs"]) == {str(paths.SUMMARY_MD), str(paths.PLOTS)}
-    assert names(report["metrics"]) == {str(paths.SUMMARY_JSON)}
+    assert names(report["outs"]) == {
+        str(paths.SUMMARY_MD),
+        str(paths.PLOTS),
+        str(paths.SUMMARY_JSON),
+    }
+    assert names(dvc["resolve"]["outs"]) == {str(paths.CONFIGS)}
+    # one metrics file, numbers only (dvc exp show): bookkeeping lives in plain outputs
+    metrics = [m for stage in dvc.values() for m in stage.get("do", stage).get("metrics", [])]
+    assert names(metrics) == {str(paths.METRICS_JSON)}
+
+
+def test_every_output_persists_so_a_failed_rerun_keeps_the_last():
+    """DVC deletes a stage's outputs before running it unless they persist; the stages write
+    atomically, after their work succeeded, so a failure then leaves the old ones in place."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in dvc.items():
+        body = stage.get("do", stage)
+        for entry in [*body.get("outs", []), *body.get("metrics", [])]:
+            assert isinstance(entry, dict), f"{name}: {entry} has no persist: true"
+            ((path, options),) = entry.items()
+            assert options.get("persist") is True, f"{name}: {path} does not persist"
 
 
 # What a stage script imports, in a fresh interpreter, plus what its stage function imports when

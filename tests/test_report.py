@@ -175,8 +175,10 @@ def test_protocol_table_shows_per_learner_budgets():
     entry = "++pipeline.benchmarks.cosmixture-shot50"
     cfg = load_config([f"{entry}.train.iterations=30", f"{entry}.algo.maml.iterations=70"])
     text = protocol_table(cfg, results_for(["cosmixture-shot50"], MEANS))
+    alphas = "/".join(str(cfg.pipeline.benchmarks["cosmixture-shot50"].algo[lr]["inner_lr"])
+                      for lr in ("maml", "fomaml", "reptile", "imaml", "adjoint"))  # fmt: skip
     assert (
-        "| cosmixture-shot50 | 5/50/50/50/50 | 5/50/50/50/50 | 0.01 | 16 | 30 (maml 70) "
+        f"| cosmixture-shot50 | 5/50/50/50/50 | 5/50/50/50/50 | {alphas} | 16 | 30 (maml 70) "
         "| MLP [40, 40] |" in text
     )
 
@@ -217,6 +219,10 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
             frame = pl.DataFrame({"task": range(scores.size), evaluation[name]["metric"]: scores})
             frame.reverse().write_parquet(tmp_path / paths.eval_per_task(name, b))  # any order
     summary = write_report(cfg, root=tmp_path, log_plots=False)
+    metrics = json.loads((tmp_path / paths.METRICS_JSON).read_text())  # what dvc exp show shows
+    assert set(metrics) == set(cfg.pipeline.benchmarks)
+    assert all(type(v) is float for by in metrics.values() for v in by.values())
+    assert metrics["jester-shot10"]["scratch"] == summary["jester-shot10"]["scratch"]["nrmse"]
     text = (tmp_path / paths.SUMMARY_MD).read_text()
     assert "| adjoint | 0.220 ± 0.010 † | 0.220 ± 0.010 † |" in text  # CF: scratch (0.18) best
     assert "| scratch | **0.180 ± 0.010** | **0.180 ± 0.010** |" in text

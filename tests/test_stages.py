@@ -102,7 +102,7 @@ def test_non_finite_loss_stops_training_and_keeps_earlier_outputs(workdir):
     assert model.read_bytes() == b"an earlier result"
     assert not paths.train_metrics("maml", "cosmixture-shot50").exists()
     assert not paths.train_curve("maml", "cosmixture-shot50").exists()
-    runs = mlflow.search_runs(experiment_names=["metalearn"], output_format="list")
+    runs = mlflow.search_runs(experiment_names=["metalearn/workspace"], output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
 
 

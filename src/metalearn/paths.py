@@ -67,6 +67,7 @@ def eval_per_task(learner: str, benchmark: str) -> Path:
 
 
 SUMMARY_JSON = Path("results/summary.json")
+METRICS_JSON = Path("results/metrics.json")  # the one DVC metrics file: numbers only
 SUMMARY_MD = Path("results/summary.md")
 PLOTS = Path("results/plots")
 TUNING = Path("results/tuning")  # the tune stage's sweeps

@@ -167,8 +167,14 @@ def collect(cfg: Config, root: Path = Path()) -> Results:
     return results
 
 
+def headline_metrics(results: Results) -> dict[str, dict[str, float]]:
+    """The DVC metrics file (``dvc exp show``): ``{benchmark: {learner: meta-test mean}}``,
+    numbers only; intervals, paired tests and bookkeeping stay in ``summary.json``."""
+    return {b: {lr: r["mean"] for lr, r in by.items()} for b, by in results.items()}
+
+
 def summary_metrics(results: Results) -> dict[str, Any]:
-    """The compact metrics file for ``dvc exp show``: ``{benchmark: {learner: {mean, ci}}}``."""
+    """``{benchmark: {learner: {<metric>: mean, ci}}}``, the head of ``summary.json``."""
     return {
         benchmark: {
             learner: {r["metric"]: r["mean"], "ci": r["ci"]} for learner, r in by_learner.items()
@@ -786,6 +792,11 @@ def _log_plots(results: Results, plots: Path) -> None:
     has (results restored from DVC's cache elsewhere) is skipped with a warning."""
     from metalearn import tracking
 
+    try:
+        tracking.connect()
+    except tracking.TrackingError as error:  # the report stands without MLflow
+        warnings.warn(f"plots not logged to MLflow: {error}", stacklevel=2)
+        return
     for benchmark, by_learner in results.items():
         files = [plots / f"{benchmark}-test.png", plots / f"{benchmark}-curves.png"]
         for learner, r in by_learner.items():
@@ -943,6 +954,7 @@ def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> di
         text = markdown(cfg, results, checks, prov, default_config(root), best, comparisons, claims)
         tmp.write_text(text)
     write_json(root / paths.SUMMARY_JSON, summary)
+    write_json(root / paths.METRICS_JSON, headline_metrics(results))
     if log_plots:
         _log_plots(results, root / paths.PLOTS)
     return summary
@@ -981,6 +993,7 @@ __all__ = [
     "FAMILIES",
     "collect",
     "compare_all",
+    "headline_metrics",
     "paper_claims",
     "read_scores",
     "readme_with_results",

@@ -192,6 +192,7 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
     from metalearn.metrics import mean_ci
     from metalearn.training import Task, build_learner, to_device
 
+    tracking.connect()  # an unusable store fails here, before any work
     checkpoints = {lr: load_checkpoint(cfg, lr, benchmark) for lr in learners_of(cfg, benchmark)}
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))

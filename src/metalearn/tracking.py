@@ -23,7 +23,27 @@ from mlflow.tracking import MlflowClient
 
 from metalearn.config import Config, flatten
 
-EXPERIMENT = "metalearn"
+PROJECT = "metalearn"
+#: What the MLflow UI (3.x) opens an experiment on: training runs, not its GenAI pages.
+KIND = {"mlflow.experimentKind": "custom_model_development"}
+# A tracking server that does not answer fails the stage in seconds: MLflow's default is
+# several retries with backoff (minutes of silence, then a traceback).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+class TrackingError(ValueError):
+    """The tracking store cannot be reached or used (one line, with the fix)."""
+
+
+def dvc_experiment() -> str:
+    """The DVC experiment this stage runs in (``dvc exp run`` sets it), else ``workspace``."""
+    return os.environ.get("DVC_EXP_NAME") or "workspace"
+
+
+def experiment_name() -> str:
+    """One MLflow experiment per DVC experiment: ``metalearn/<dvc experiment>``."""
+    return f"{PROJECT}/{dvc_experiment()}"
 
 
 def project_root() -> Path:
@@ -38,19 +58,83 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def _experiment_id() -> str:
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifacts = None if "MLFLOW_TRACKING_URI" in os.environ else project_root() / "mlruns"
+def _fix(uri: str) -> str:
+    return (
+        f"start that server, point MLFLOW_TRACKING_URI at one that runs or at a file store "
+        f"(sqlite:///path/mlflow.db), or unset it for the project's mlflow.db (it is {uri!r})"
+    )
+
+
+def _check_server(uri: str) -> None:
+    """An http(s) store must answer its health check within seconds."""
+    import urllib.error
+    import urllib.request
+
     try:
-        return client.create_experiment(
-            EXPERIMENT, artifact_location=artifacts.as_uri() if artifacts else None
-        )
-    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel stage
-        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(
+            f"MLflow tracking server {uri} does not answer ({reason}): {_fix(uri)}"
+        ) from None
+
+
+def connect() -> str:
+    """Point MLflow at :func:`tracking_uri` (a server must answer first); return the URI."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _experiment_id() -> str:
+    """The id of this DVC experiment's MLflow experiment, created (marked as holding training
+    runs) on first use. Raises :class:`TrackingError` if the store cannot be used."""
+    uri = connect()
+    name = experiment_name()
+    try:
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        artifacts = None if "MLFLOW_TRACKING_URI" in os.environ else project_root() / "mlruns"
+        tags = {**KIND, "dvc_experiment": dvc_experiment()}
+        try:
+            location = artifacts.as_uri() if artifacts else None
+            return client.create_experiment(name, artifact_location=location, tags=tags)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel stage
+            return client.get_experiment_by_name(name).experiment_id
+    except TrackingError:
+        raise
+    except Exception as error:  # a bad scheme, an unwritable path, a server error, ...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrackingError(f"MLflow store {uri} cannot be used ({first}): {_fix(uri)}") from None
+
+
+def _close_killed_runs(
+    client: MlflowClient, experiment_id: str, learner: str, benchmark: str
+) -> list[str]:
+    """Mark KILLED the runs of this cell still RUNNING: a stage killed mid-run (kill -9, a lost
+    machine) could not end its run; DVC runs one stage of a cell at a time, so none is live."""
+    query = (
+        f"tags.learner = '{learner}' and tags.benchmark = '{benchmark}' "
+        "and attributes.status = 'RUNNING'"
+    )
+    stale = client.search_runs([experiment_id], filter_string=query)
+    for run in stale:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in stale]
+
+
+def _revision_tags() -> dict[str, str]:
+    """Where a run comes from: the DVC experiment, its baseline commit and the checkout's."""
+    commit = _git_revision()
+    return {
+        "dvc_experiment": dvc_experiment(),
+        "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV") or commit,
+        "mlflow.source.git.commit": commit,
+    }
 
 
 def flat_params(spec: Mapping[str, Any], episodes_meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,16 +179,12 @@ def train_run(
 ) -> Iterator[MetricBuffer]:
     """An MLflow run for one train stage: params (the cell's resolved spec), tags and system
     metrics; yields the metric logger. An exception marks the run FAILED (and propagates)."""
-    tags = {
-        "learner": learner,
-        "benchmark": benchmark,
-        "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
-        "mlflow.source.git.commit": _git_revision(),
-    }
+    experiment_id = _experiment_id()
+    _close_killed_runs(MlflowClient(), experiment_id, learner, benchmark)
     with mlflow.start_run(
-        experiment_id=_experiment_id(),
-        run_name=f"{learner}-{benchmark}",
-        tags=tags,
+        experiment_id=experiment_id,
+        run_name=f"{learner}-{benchmark}@{dvc_experiment()}",
+        tags={"learner": learner, "benchmark": benchmark, **_revision_tags()},
         log_system_metrics=True,
     ) as run:
         mlflow.log_params(flat_params(spec, episodes_meta))
@@ -118,7 +198,7 @@ def train_run(
 def log_to_run(run_id: str, metrics: Mapping[str, float], artifacts: list[Path] = ()) -> None:
     """Add evaluation metrics and files to a finished run without reopening it: reopening and
     ending it again would move its end time (the UI's duration) to the evaluation."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     client = MlflowClient()
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
@@ -128,12 +208,9 @@ def log_to_run(run_id: str, metrics: Mapping[str, float], artifacts: list[Path] 
 
 def efficiency_run(cfg: Config, metrics: Mapping[str, float], artifacts: Path) -> str:
     """One MLflow run for the efficiency stage: its params, the targets' numbers, its files."""
-    tags = {
-        "stage": "efficiency",
-        "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
-        "mlflow.source.git.commit": _git_revision(),
-    }
-    with mlflow.start_run(experiment_id=_experiment_id(), run_name="efficiency", tags=tags) as run:
+    tags = {"stage": "efficiency", **_revision_tags()}
+    run_name = f"efficiency@{dvc_experiment()}"
+    with mlflow.start_run(experiment_id=_experiment_id(), run_name=run_name, tags=tags) as run:
         mlflow.log_params(flatten({"efficiency": dataclasses.asdict(cfg.efficiency)}))
         mlflow.log_metrics(dict(metrics))
         mlflow.log_artifacts(str(artifacts), artifact_path="efficiency")

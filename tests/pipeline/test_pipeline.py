@@ -237,6 +237,37 @@ def test_a_typo_in_params_fails_every_repro_and_exp_run_naming_the_key(repo):
     assert stale(repo) == set()
 
 
+def snapshot(*roots: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for r in roots for p in sorted(r.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_rerun_under_dvc_repro_keeps_the_previous_outputs(repo):
+    """The outputs persist (DVC would delete them first) and are written atomically, after the
+    work succeeded: a corrupt archive or a NaN leaves the last good ones exactly as they were."""
+    raw = repo / "data/raw/movielens100k"
+    before = snapshot(raw)
+    archive = repo.parent / "mirror/ml-100k.zip"
+    good = archive.read_bytes()
+    archive.write_bytes(good[:-64] + bytes(64))  # the mirror's SHA256SUMS no longer vouches
+    try:
+        log = run(repo, "dvc", "repro", "-f", "download@movielens100k", fails=True)
+        assert "ml-100k.zip" in log and "sha256" in log.lower()
+        assert snapshot(raw) == before
+    finally:
+        archive.write_bytes(good)
+    cell = [repo / "models/cosmixture-shot50/maml.pt", repo / "results/curves"]
+    cell += [repo / "results/train"]
+    before = snapshot(*(p if p.is_dir() else p.parent for p in cell))
+    set_params(repo, {"algo.maml.inner_lr": 1e30})
+    try:
+        log = run(repo, "dvc", "repro", "train@maml-cosmixture-shot50", fails=True)
+        assert "maml on cosmixture-shot50: the meta-training loss" in log
+        assert snapshot(*(p if p.is_dir() else p.parent for p in cell)) == before
+    finally:
+        restore(repo)
+    assert stale(repo) == set()
+
+
 def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
     maml = repo / "src/metalearn/algorithms/maml.py"
     original = maml.read_text()
@@ -286,8 +317,15 @@ def test_exp_run_retrains_only_the_learners_whose_k_changes_and_is_listed(repo):
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
     assert "steps3" in json.dumps(shown)
     with sqlite3.connect(repo / "mlflow.db") as db:
-        names = {v for (v,) in db.execute("select value from tags where key='dvc_experiment'")}
-    assert "steps3" in names
+        experiments = dict(db.execute("select name, experiment_id from experiments"))
+        runs = db.execute(
+            "select name, experiment_id from runs where experiment_id = ?",
+            (experiments["metalearn/steps3"],),  # one MLflow experiment per DVC experiment
+        ).fetchall()
+        kinds = dict(db.execute("select experiment_id, value from experiment_tags "
+                                "where key = 'mlflow.experimentKind'"))  # fmt: skip
+    assert {name for name, _ in runs} == {f"imaml-{b}@steps3" for b in BENCHMARKS}
+    assert kinds[experiments["metalearn/steps3"]] == "custom_model_development"
 
 
 def free_port() -> int:
@@ -324,7 +362,7 @@ def test_mlflow_server_serves_the_runs(repo):
             except OSError:
                 time.sleep(0.5)
         request = urllib.request.Request(
-            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=metalearn"
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=metalearn%2Fworkspace"
         )
         experiment = json.load(urllib.request.urlopen(request, timeout=10))["experiment"]
         body = json.dumps({"experiment_ids": [experiment["experiment_id"]], "max_results": 100})

@@ -1,0 +1,101 @@
+"""Faults through the real stage script (pipeline/train.py in a fresh interpreter): what the user
+sees, and what is left behind, when the tracking store is gone, training diverges or a stage is
+killed."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from metalearn import paths
+from metalearn.config import load_config
+from metalearn.stages import run_episodify
+
+ROOT = Path(__file__).resolve().parents[1]
+B = "cosmixture-shot50"
+TINY = [
+    "algo.steps=2",
+    "algo.maml.steps=null",
+    "train.iterations=4",
+    "train.val_every=2",
+    "train.meta_batch=2",
+    "train.seeds=1",
+    "eval.tasks=3",
+    "data.cosmixture.functions={train:6,val:3,test:3}",
+    f"~pipeline.benchmarks.{B}.algo",
+    f"++pipeline.benchmarks.{B}.train.seeds=1",
+]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    run_episodify(load_config(TINY), B)
+    return tmp_path
+
+
+def train(workdir: Path, *overrides: str, uri: str | None = None, wait: bool = True):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["MLFLOW_TRACKING_URI"] = uri or f"sqlite:///{workdir / 'mlflow.db'}"
+    cmd = [sys.executable, str(ROOT / "pipeline/train.py"), "learner=maml", f"benchmark={B}"]
+    process = subprocess.Popen(
+        [*cmd, *TINY, *overrides], cwd=workdir, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    if not wait:
+        return process
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out, err
+
+
+def statuses(workdir: Path) -> list[str]:
+    with sqlite3.connect(workdir / "mlflow.db") as db:
+        return [s for (s,) in db.execute("select status from runs order by start_time")]
+
+
+def test_an_unreachable_tracking_server_fails_in_seconds_with_one_line(workdir):
+    start = time.perf_counter()
+    code, _, err = train(workdir, uri="http://127.0.0.1:9")
+    seconds = time.perf_counter() - start
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("error: MLflow tracking server http://127.0.0.1:9 does not answer")
+    assert "unset it" in err and len(err.strip().splitlines()) == 1
+    assert seconds < 15, seconds  # interpreter and torch start-up included
+    assert not paths.model("maml", B).exists()
+
+
+def test_a_misconfigured_tracking_uri_names_itself_and_the_fix(workdir):
+    code, _, err = train(workdir, uri="nosuchscheme://x")
+    assert code == 1 and "Traceback" not in err
+    assert "MLflow store nosuchscheme://x cannot be used" in err and "unset it" in err
+
+
+def test_a_diverging_loss_fails_the_stage_and_its_run_and_keeps_earlier_outputs(workdir):
+    assert train(workdir)[0] == 0
+    kept = {p: p.read_bytes() for p in (workdir / "models").rglob("*.pt")}
+    kept |= {p: p.read_bytes() for p in (workdir / "results").rglob("*") if p.is_file()}
+    code, _, err = train(workdir, "train.meta_lr=100000.0", "train.iterations=6")
+    assert code == 1 and "Traceback" not in err
+    assert f"error: maml on {B}: the meta-training loss diverged at iteration" in err
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert statuses(workdir) == ["FINISHED", "FAILED"]
+
+
+def test_a_killed_stage_leaves_a_run_that_its_next_start_marks_killed(workdir):
+    process = train(workdir, "train.iterations=100000", wait=False)
+    for _ in range(600):  # until its run exists
+        if (workdir / "mlflow.db").exists() and "RUNNING" in statuses(workdir):
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert statuses(workdir) == ["RUNNING"]  # what kill -9 leaves
+    code, out, err = train(workdir)
+    assert code == 0, err
+    assert statuses(workdir) == ["KILLED", "FINISHED"]

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # DVC runs each stage's `python ...` from PATH: the venv's must come first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install smoke repro repro-cpu test mlflow-ui
+.PHONY: install smoke repro repro-cpu test mlflow-ui exp-show
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,16 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
+
+# The experiments in 120 columns: the changed params and one benchmark's meta-test means of a
+# few learners (dvc exp show --csv or --json has every column).
+#   make exp-show [BENCHMARK=jester-shot10] [LEARNERS='maml|imaml|bias']
+BENCHMARK ?= movielens100k-shot10
+LEARNERS ?= maml|imaml|adjoint
+EXP_SHOW = dvc exp show --only-changed --drop 'Created|^[a-z]+/|^[a-z0-9]+-[a-z0-9]+\.' \
+	--keep '^$(BENCHMARK)\.($(LEARNERS))$$'
+exp-show:
+	$(VENV)/bin/$(EXP_SHOW)
 
 # Browse the runs: make mlflow-ui [HOST=0.0.0.0] [PORT=5001]; uses the installed venv as it is.
 HOST ?= 127.0.0.1

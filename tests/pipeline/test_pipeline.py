@@ -328,6 +328,22 @@ def test_exp_run_retrains_only_the_learners_whose_k_changes_and_is_listed(repo):
     assert kinds[experiments["metalearn/steps3"]] == "custom_model_development"
 
 
+def test_the_documented_exp_show_view_fits_120_columns(repo):
+    """``make exp-show``: the experiment, its changed params and a benchmark's metrics."""
+    make = ["make", "-s", "-n", "exp-show", "BENCHMARK=cosmixture-shot50", "LEARNERS=maml|imaml"]
+    command = subprocess.run(make, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    env = {**clean_env(), "COLUMNS": "120"}
+    shown = subprocess.run(
+        ["bash", "-c", command.strip().replace(".venv/bin/", "") + " --no-pager"],
+        cwd=repo, env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert max(len(line) for line in shown.splitlines()) <= 120, shown
+    assert "…" not in shown and "[steps3]" in shown and "algo.steps" in shown, shown
+    assert "cosmixture-shot50.maml" in shown and "cosmixture-shot50.imaml" in shown
+    metrics = json.loads((repo / "results/metrics.json").read_text())
+    assert all(isinstance(v, float) for by in metrics.values() for v in by.values())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -40,10 +40,14 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def train(workdir: Path, *overrides: str, uri: str | None = None, wait: bool = True):
+def stage_env(workdir: Path, uri: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["MLFLOW_TRACKING_URI"] = uri or f"sqlite:///{workdir / 'mlflow.db'}"
-    cmd = [sys.executable, str(ROOT / "pipeline/train.py"), "learner=maml", f"benchmark={B}"]
+    return {**env, "MLFLOW_TRACKING_URI": uri or f"sqlite:///{workdir / 'mlflow.db'}"}
+
+
+def train(workdir: Path, *overrides: str, uri=None, wait: bool = True, learner: str = "maml"):
+    env = stage_env(workdir, uri)
+    cmd = [sys.executable, str(ROOT / "pipeline/train.py"), f"learner={learner}", f"benchmark={B}"]
     process = subprocess.Popen(
         [*cmd, *TINY, *overrides], cwd=workdir, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -99,3 +103,33 @@ def test_a_killed_stage_leaves_a_run_that_its_next_start_marks_killed(workdir):
     code, out, err = train(workdir)
     assert code == 0, err
     assert statuses(workdir) == ["KILLED", "FINISHED"]
+
+
+def evaluate(workdir: Path, *overrides: str):
+    cmd = [sys.executable, str(ROOT / "pipeline/evaluate.py"), f"benchmark={B}", *TINY]
+    done = subprocess.run(
+        [*cmd, *overrides], cwd=workdir, env=stage_env(workdir), text=True,
+        capture_output=True, timeout=300,
+    )  # fmt: skip
+    return done.returncode, done.stderr
+
+
+def test_evaluate_refuses_a_misfiled_or_unreadable_checkpoint_naming_it(workdir):
+    learners = "pipeline.learners=[maml,fomaml]"
+    for learner in ("maml", "fomaml"):
+        assert train(workdir, learners, learner=learner)[0] == 0
+    maml = workdir / paths.model("maml", B)
+    kept = maml.read_bytes()
+    maml.write_bytes((workdir / paths.model("fomaml", B)).read_bytes())  # fomaml.pt over maml.pt
+    code, err = evaluate(workdir, learners)
+    assert code == 1 and "Traceback" not in err
+    assert f"holds the spec of fomaml on {B}, not the one train@maml-{B} trains now" in err
+    assert not (workdir / paths.eval_metrics(B)).exists()
+    maml.write_bytes(kept[: len(kept) // 2])  # truncated
+    code, err = evaluate(workdir, learners)
+    assert code == 1 and "Traceback" not in err
+    assert (
+        f"models/{B}/maml.pt cannot be read" in err and f"dvc repro --force train@maml-{B}" in err
+    )
+    maml.write_bytes(kept)
+    assert evaluate(workdir, learners)[0] == 0

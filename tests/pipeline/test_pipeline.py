@@ -103,7 +103,7 @@ def run(repo: Path, *cmd: str, timeout: int = 600, fails: bool = False) -> str:
 
 def restore(repo: Path) -> None:
     """Back to the committed params, lock and outputs after a test's edit or run."""
-    run(repo, "git", "checkout", "-q", "params.yaml", "dvc.lock")
+    run(repo, "git", "checkout", "-q", "HEAD", "--", "params.yaml", "dvc.lock")  # autostage
     run(repo, "dvc", "checkout", "-f", "-q")
 
 
@@ -122,7 +122,9 @@ def repo(tmp_path_factory) -> Path:
     copy_checkout(REPO, root)
     set_params(root, TINY)
     commit(root, "tiny")
-    root.joinpath("repro.log").write_text(run(root, "dvc", "repro"))
+    log = run(root, "dvc", "repro")
+    commit(root, "repro")  # dvc.lock and the uncached outputs: what restore() returns to
+    root.joinpath("repro.log").write_text(log)
     return root
 
 
@@ -261,7 +263,7 @@ def test_a_failed_rerun_under_dvc_repro_keeps_the_previous_outputs(repo):
     set_params(repo, {"algo.maml.inner_lr": 1e30})
     try:
         log = run(repo, "dvc", "repro", "train@maml-cosmixture-shot50", fails=True)
-        assert "maml on cosmixture-shot50: the meta-training loss" in log
+        assert "maml on cosmixture-shot50: non-finite meta-gradient" in log
         assert snapshot(*(p if p.is_dir() else p.parent for p in cell)) == before
     finally:
         restore(repo)
@@ -392,7 +394,11 @@ def test_mlflow_server_serves_the_runs(repo):
         server.terminate()
         server.wait(timeout=30)
     tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
-    train_runs = [r for r, t in zip(runs, tags, strict=True) if t.get("stage") != "efficiency"]
+    train_runs = [
+        r
+        for r, t in zip(runs, tags, strict=True)
+        if t.get("stage") != "efficiency" and r["info"]["status"] == "FINISHED"
+    ]  # the failed re-run's run is FAILED, with no metrics
     assert len(train_runs) >= len(LEARNERS) * len(BENCHMARKS) and len(runs) > len(train_runs)
     for r in train_runs:
         params = {p["key"]: p["value"] for p in r["data"]["params"]}

@@ -23,6 +23,7 @@ TINY = [
     "train.seeds=3",
     "data.cosmixture.functions={train:6,val:3,test:3}",
     "eval.tasks=3",
+    f"~pipeline.benchmarks.{BENCHMARK}.algo",  # its tuned step sizes: the top level's here
 ]
 
 

@@ -30,7 +30,7 @@ from metalearn.config import (
     learners_of,
     meta_lr,
 )
-from metalearn.io import atomic_dir
+from metalearn.io import atomic_file
 
 Spec = dict[str, Any]
 
@@ -119,11 +119,16 @@ def dumps(spec: Spec) -> str:
 
 
 def write_specs(cfg: Config) -> int:
-    """Replace ``configs/`` with every cell's spec, all at once (a failure leaves the old)."""
-    specs = all_specs(cfg)
-    with atomic_dir(paths.CONFIGS) as tmp:
-        for path, spec in specs.items():
-            target = tmp / path.relative_to(paths.CONFIGS)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(dumps(spec))
+    """Bring ``configs/`` to every cell's spec. All specs are computed (and so validated) before
+    anything is written; then only the files whose text changed are replaced, each atomically,
+    and the specs of cells that no longer exist are removed. An unchanged file keeps its inode
+    and mtime, by which DVC's hash cache knows it, so its cell is not re-run by mistake."""
+    specs = {path: dumps(spec) for path, spec in all_specs(cfg).items()}
+    for path, text in specs.items():
+        if not path.is_file() or path.read_text() != text:
+            with atomic_file(path) as tmp:
+                tmp.write_text(text)
+    for old in paths.CONFIGS.rglob("*.json"):
+        if old not in specs:
+            old.unlink()
     return len(specs)

@@ -176,7 +176,9 @@ def test_error_messages_say_what_is_allowed():
         "train.device=gpu": "train.device = 'gpu': must be one of auto, cpu, cuda",
         "+algo.foo=1": "unknown key 'algo.foo' (valid: steps, inner_lr, adapt,",
         "pipeline.learners=[maml,foo]": "must be one of " + ", ".join(LEARNERS),
-        "eval.confidence=1.5": "must be a finite number > 0 and < 1",
+        "eval.confidence=1.5": "eval.confidence = 1.5: must be a number < 1",
+        "eval.confidence=nan": "eval.confidence = nan: must be finite",
+        "train.seed=true": "train.seed = true: must be an integer",
         "algo.stepz=3": "valid keys under 'algo': steps, inner_lr",
     }
     for override, expected in cases.items():

@@ -1,0 +1,112 @@
+"""The rules that involve more than one key (e.g. ``eval.tasks`` against a dataset's meta-test
+tasks), checked once the types are: :func:`build_config`."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from metalearn.config.errors import ConfigError, _show, validate
+from metalearn.config.precedence import benchmark_config, dataset_config, parse_benchmark
+from metalearn.config.schema import (
+    CF_DATASETS,
+    CF_ONLY_LEARNERS,
+    EFFICIENCY_PROBLEMS,
+    Config,
+    EfficiencyConfig,
+    PipelineConfig,
+)
+
+
+def _check_config(cfg: Config) -> None:
+    """The rules that involve more than one key."""
+    _check_efficiency(cfg.efficiency)
+    _check_cf(cfg.pipeline)
+    _check_tune(cfg)
+    used = {entry.dataset for entry in cfg.pipeline.benchmarks.values()}
+    if set(cfg.pipeline.datasets) != used:
+        raise ConfigError(
+            f"pipeline.datasets = {_show(cfg.pipeline.datasets)}: must list exactly the datasets "
+            f"of pipeline.benchmarks ({', '.join(sorted(used))})"
+        )
+    for name, entry in cfg.pipeline.benchmarks.items():
+        try:
+            dataset, setting = parse_benchmark(cfg, name)
+        except ConfigError as e:
+            raise ConfigError(f"pipeline.benchmarks.{name}: {e}") from None
+        if (entry.dataset, entry.setting) != (dataset, setting):
+            raise ConfigError(
+                f"pipeline.benchmarks.{name} = {{dataset: {entry.dataset}, setting: "
+                f"{entry.setting}}}: must be {{dataset: {dataset}, setting: {setting}}} "
+                "to match the name"
+            )
+        effective = benchmark_config(cfg, name)
+        available = dataset_config(cfg, dataset).meta_test_tasks
+        if effective.eval.tasks > available:
+            raise ConfigError(
+                f"eval.tasks = {effective.eval.tasks}: benchmark {name!r} has only {available} "
+                f"meta-test tasks (data.{dataset}); lower eval.tasks"
+            )
+        _check_cuda(effective.train.device, f"train.device = 'cuda' (benchmark {name!r})")
+
+
+def _check_cf(pipeline: PipelineConfig) -> None:
+    """``cf_learners`` run on ``cf_benchmarks`` only, which must be rating benchmarks."""
+    for learner in pipeline.learners:
+        if learner in CF_ONLY_LEARNERS:
+            raise ConfigError(
+                f"pipeline.learners lists {learner!r}, which applies to collaborative filtering "
+                "only: list it under pipeline.cf_learners instead"
+            )
+    for learner in pipeline.cf_learners:
+        if learner not in CF_ONLY_LEARNERS:
+            raise ConfigError(
+                f"pipeline.cf_learners lists {learner!r}: it takes only "
+                f"{', '.join(CF_ONLY_LEARNERS)}; list {learner!r} under pipeline.learners"
+            )
+    for name in pipeline.cf_benchmarks:
+        entry = pipeline.benchmarks.get(name)
+        if entry is None or entry.dataset not in CF_DATASETS:
+            cf = [b for b, e in pipeline.benchmarks.items() if e.dataset in CF_DATASETS]
+            raise ConfigError(
+                f"pipeline.cf_benchmarks lists {name!r}, which is not a collaborative-filtering "
+                f"benchmark of pipeline.benchmarks (those are: {', '.join(cf) or 'none'})"
+            )
+
+
+def _check_tune(cfg: Config) -> None:
+    for name in cfg.tune.benchmarks:
+        if name not in cfg.pipeline.benchmarks:
+            raise ConfigError(
+                f"tune.benchmarks lists {name!r}, which is not in pipeline.benchmarks "
+                f"({', '.join(cfg.pipeline.benchmarks)})"
+            )
+    for learner in cfg.tune.learners:
+        if learner in CF_ONLY_LEARNERS:
+            raise ConfigError(
+                f"tune.learners lists {learner!r}: its train stage already chooses its "
+                "shrinkages on meta-val; tune only gradient-trained learners"
+            )
+
+
+def _check_efficiency(eff: EfficiencyConfig) -> None:
+    valid = ", ".join(EFFICIENCY_PROBLEMS)
+    for key, table in (("meta_batch", eff.meta_batch), ("peers", eff.peers)):
+        for problem in table:
+            if problem not in EFFICIENCY_PROBLEMS:
+                raise ConfigError(f"unknown problem 'efficiency.{key}.{problem}' (valid: {valid})")
+    _check_cuda(eff.device, "efficiency.device = 'cuda'")
+
+
+def _check_cuda(device: str, setting: str) -> None:
+    """A ``cuda`` device needs a visible GPU; ``setting`` names the key in the message."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{setting} but no CUDA GPU is visible; use 'auto' or 'cpu'")
+
+
+def build_config(data: Mapping[str, Any]) -> Config:
+    """Validate plain parameters (as in ``params.yaml``) into a :class:`Config`."""
+    cfg = validate(Config, data)
+    _check_config(cfg)
+    return cfg

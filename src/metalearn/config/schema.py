@@ -1,0 +1,386 @@
+"""The shape of ``params.yaml``: one frozen (pydantic) dataclass per section, whose field names
+are its keys and whose types say what each key allows. :func:`metalearn.config.errors.validate`
+builds them from plain data."""
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Protocol, get_args
+
+from pydantic import AfterValidator, ConfigDict, Field, Strict
+from pydantic.dataclasses import dataclass
+
+Learner = Literal["maml", "fomaml", "reptile", "imaml", "adjoint", "pretrain", "scratch", "bias"]
+LEARNERS: tuple[str, ...] = get_args(Learner)
+#: Learners for the collaborative-filtering benchmarks only (``pipeline.cf_learners``).
+CF_ONLY_LEARNERS = ("bias",)
+#: The datasets of the collaborative-filtering benchmarks (ratings; item-id inputs).
+CF_DATASETS = ("jester", "movielens100k", "movielens1m")
+
+# --------------------------------------------------------------------------------- value types
+# pydantic validates; these say what a key allows. Strict: no bool for a number, no float for an
+# integer, no string for either (an integer is accepted for a float); NaN and infinity rejected.
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+AtLeast1 = Annotated[Int, Field(ge=1)]
+NonNegative = Annotated[Int, Field(ge=0)]
+Positive = Annotated[Float, Field(gt=0)]
+Fraction = Annotated[Float, Field(gt=0, lt=1)]
+
+
+def _unique(items: list) -> list:
+    if len(set(items)) < len(items):
+        raise ValueError("must not repeat an item")
+    return items
+
+
+def _ordered(strict: bool) -> AfterValidator:
+    def check(pair: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = pair
+        if lo > hi or (strict and lo == hi):
+            raise ValueError(f"must be [lo, hi] with lo {'<' if strict else '<='} hi")
+        return pair
+
+    return AfterValidator(check)
+
+
+Unique = AfterValidator(_unique)
+Range = Annotated[tuple[Float, Float], _ordered(strict=True)]
+# lo == hi: a fixed value instead of a sampled one
+RangeOrPoint = Annotated[tuple[Float, Float], _ordered(strict=False)]
+
+# Every section: unknown keys are errors, every key is required unless it has a default.
+section = dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+
+
+# --------------------------------------------------------------------------------------- sections
+
+
+@section
+class LearnerSection:
+    """``algo.<learner>``: per-learner values of shared keys; null = use the shared key
+    (``algo.steps``, ``algo.inner_lr``, ``eval.steps``, ``train.iterations``)."""
+
+    steps: AtLeast1 | None
+    inner_lr: Positive | None
+    eval_steps: AtLeast1 | None
+    iterations: AtLeast1 | None  # over train.iterations
+    meta_lr: Positive | None  # over train.meta_lr
+
+
+@section
+class IMAMLSection(LearnerSection):
+    lam: Positive
+    cg_steps: AtLeast1
+
+
+@section
+class AdjointSection(LearnerSection):
+    scheme: Literal["heun", "euler"]
+    trajectory: Literal["store", "checkpoint", "reverse"]
+    checkpoint_every: AtLeast1 | None
+
+
+@section
+class BiasSection(LearnerSection):
+    """The classical CF baseline's candidate shrinkages, chosen on meta-val."""
+
+    item_shrinkage: Annotated[list[Annotated[Float, Field(ge=0)]], Field(min_length=1)]
+    user_shrinkage: Annotated[list[Annotated[Float, Field(ge=0)]], Field(min_length=1)]
+
+
+@section
+class AlgoConfig:
+    steps: AtLeast1
+    inner_lr: Positive
+    adapt: Literal["all", "head"]
+    maml: LearnerSection
+    fomaml: LearnerSection
+    reptile: LearnerSection
+    imaml: IMAMLSection
+    adjoint: AdjointSection
+    pretrain: LearnerSection
+    scratch: LearnerSection
+    bias: BiasSection
+
+
+@section
+class ModelConfig:
+    hidden: Annotated[list[AtLeast1], Field(min_length=1)]
+    activation: Literal["tanh", "relu"]
+    filters: AtLeast1
+    cf: Literal["factors", "mlp"]  # the collaborative-filtering model (models.py)
+    item_dim: NonNegative  # learned item-embedding width of "factors"
+
+
+@section
+class TrainConfig:
+    meta_lr: Positive
+    meta_batch: AtLeast1
+    iterations: AtLeast1
+    val_every: AtLeast1
+    seed: Int
+    seeds: AtLeast1  # training seeds: seed, seed + 1, ...
+    device: Literal["auto", "cpu", "cuda"]
+    threads: NonNegative
+    workers: AtLeast1  # processes meta-training at once (parallel.py)
+
+
+@section
+class EvalConfig:
+    tasks: AtLeast1
+    steps: AtLeast1 | None
+    confidence: Fraction
+
+
+@section
+class SyntheticSetting:
+    shots: AtLeast1
+    queries: AtLeast1
+
+
+@section
+class NoDownload:
+    """``data.<dataset>.download`` of a dataset with no choice of files (all are fetched), or
+    of a synthetic family (nothing is fetched)."""
+
+
+@section
+class JesterDownload:
+    parts: Annotated[list[Annotated[Int, Field(ge=1, le=3)]], Field(min_length=1), Unique]
+
+
+@section
+class FunctionCounts:
+    train: AtLeast1
+    val: AtLeast1
+    test: AtLeast1
+
+
+class DatasetSection(Protocol):
+    """What every ``data.<dataset>`` section provides."""
+
+    settings: Mapping[str, Any]
+
+    @property
+    def meta_test_tasks(self) -> int: ...
+
+
+@section
+class CosMixtureConfig:
+    download: NoDownload
+    seed: Int
+    dim: AtLeast1
+    domain: Range
+    amplitude: RangeOrPoint
+    frequency: RangeOrPoint
+    phase: RangeOrPoint
+    functions: FunctionCounts
+    settings: dict[str, SyntheticSetting]
+
+    @property
+    def meta_test_tasks(self) -> int:
+        return self.functions.test
+
+
+@section
+class AlpineConfig:
+    download: NoDownload
+    seed: Int
+    dim: AtLeast1
+    domain: Range
+    phase: RangeOrPoint
+    functions: FunctionCounts
+    settings: dict[str, SyntheticSetting]
+
+    @property
+    def meta_test_tasks(self) -> int:
+        return self.functions.test
+
+
+@section
+class FixedTasks:
+    """The fixed meta-val and meta-test tasks that a real dataset's episodify writes."""
+
+    val_tasks: AtLeast1
+    test_tasks: AtLeast1
+
+    @property
+    def meta_test_tasks(self) -> int:
+        return self.test_tasks
+
+
+@section
+class UserSplit:
+    """Fractions of the users held out for meta-val and meta-test; the rest are meta-train."""
+
+    val: Fraction
+    test: Fraction
+
+
+@section
+class RatingSetting:
+    """A collaborative-filtering setting: ``shots`` support ratings, ``queries`` query ratings."""
+
+    shots: AtLeast1
+    queries: AtLeast1
+
+
+@section
+class JesterConfig(FixedTasks):
+    download: JesterDownload
+    seed: Int
+    users: UserSplit
+    settings: dict[str, RatingSetting]
+
+
+@section
+class MovieLensConfig(FixedTasks):
+    download: NoDownload
+    seed: Int
+    users: UserSplit
+    embedding_dim: AtLeast1
+    settings: dict[str, RatingSetting]
+
+
+@section
+class ClassSplit:
+    """Numbers of classes (Omniglot characters) for meta-train, meta-val and meta-test."""
+
+    train: AtLeast1
+    val: AtLeast1
+    test: AtLeast1
+
+
+@section
+class FewShotSetting:
+    """N-way K-shot classification with ``queries`` query images per class."""
+
+    ways: Annotated[Int, Field(ge=2)]
+    shots: AtLeast1
+    queries: AtLeast1  # per class, in the fixed meta-val/test tasks
+    train_queries: AtLeast1 | None  # per class in meta-training tasks; null = queries
+
+
+@section
+class OmniglotConfig(FixedTasks):
+    download: NoDownload
+    seed: Int
+    image_size: AtLeast1
+    classes: ClassSplit
+    rotations: Bool
+    settings: dict[str, FewShotSetting]
+
+
+@section
+class MiniImageNetConfig(FixedTasks):
+    download: NoDownload
+    seed: Int
+    settings: dict[str, FewShotSetting]
+
+
+@section
+class DataConfig:
+    """One field per dataset; a benchmark is ``"<field>-<setting>"``."""
+
+    cosmixture: CosMixtureConfig
+    alpine: AlpineConfig
+    jester: JesterConfig
+    movielens100k: MovieLensConfig
+    movielens1m: MovieLensConfig
+    omniglot: OmniglotConfig
+    miniimagenet: MiniImageNetConfig
+
+
+#: The sections a benchmark's entry may override (see :func:`benchmark_config`).
+OVERRIDABLE = ("algo", "model", "train", "eval")
+
+
+@section
+class BenchmarkEntry:
+    """``pipeline.benchmarks.<name>``: the parts of the name, spelled out for dvc.yaml, and the
+    benchmark's own protocol: optional partial ``algo``/``model``/``train``/``eval`` sections
+    whose keys replace the top-level ones for this benchmark only (:func:`benchmark_config`,
+    which validates them)."""
+
+    dataset: Str
+    setting: Str
+    algo: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, Any] = Field(default_factory=dict)
+
+
+@section
+class PipelineConfig:
+    learners: Annotated[list[Learner], Field(min_length=1), Unique]
+    cf_learners: Annotated[list[Learner], Unique]
+    cf_benchmarks: Annotated[list[Str], Unique]
+    datasets: Annotated[list[Str], Field(min_length=1), Unique]
+    benchmarks: Annotated[dict[str, BenchmarkEntry], Field(min_length=1)]
+
+
+#: The problems of the efficiency stage (:mod:`metalearn.efficiency`): the shapes of two benchmarks.
+EFFICIENCY_PROBLEMS = ("cf_mlp", "omniglot_conv4")
+
+
+@section
+class EfficiencyVariant:
+    """``efficiency.variants.<name>``: a meta-learner and the options it is built with (e.g. the
+    adjoint's ``scheme`` and ``trajectory``); ``steps`` and ``inner_lr`` come from the stage."""
+
+    learner: Literal["maml", "fomaml", "reptile", "imaml", "adjoint"]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+@section
+class PeerProblem:
+    meta_batch: AtLeast1
+    steps: AtLeast1
+
+
+StepList = Annotated[list[AtLeast1], Field(min_length=1), Unique]
+
+
+@section
+class EfficiencyConfig:
+    """``efficiency``: what the efficiency stage measures (README "Efficiency")."""
+
+    device: Literal["auto", "cpu", "cuda"]
+    steps: StepList
+    meta_batch: Annotated[dict[str, AtLeast1], Field(min_length=1)]  # problem -> tasks per step
+    variants: Annotated[dict[str, EfficiencyVariant], Field(min_length=1)]
+    seconds: Positive  # a point's budget, its process start included
+    memory_gib: Positive  # a point's address-space budget (CPU)
+    repeats: AtLeast1
+    accuracy_steps: StepList
+    accuracy_meta_batch: AtLeast1
+    peers: dict[str, PeerProblem]
+    peer_seconds: Positive
+
+
+Grid = Annotated[list[Positive], Field(min_length=1), Unique]
+
+
+@section
+class TuneConfig:
+    """Stage ``tune@<benchmark>`` (:mod:`metalearn.tuning`): one grid and one budget for all."""
+
+    benchmarks: Annotated[list[Str], Unique]
+    learners: Annotated[list[Learner], Field(min_length=1), Unique]
+    inner_lr: Grid
+    meta_lr: Grid
+    iterations: AtLeast1
+
+
+@section
+class Config:
+    pipeline: PipelineConfig
+    algo: AlgoConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    data: DataConfig
+    efficiency: EfficiencyConfig
+    tune: TuneConfig

@@ -24,6 +24,7 @@ import torch
 from metalearn import paths
 from metalearn.config import benchmark_config, load_config
 from metalearn.data.episodes import load_episodes
+from metalearn.spec import train_cell
 from metalearn.training import Task, build_learner, init_params
 
 LEARNERS = ("maml", "fomaml", "reptile", "imaml", "adjoint", "pretrain")
@@ -35,16 +36,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = benchmark_config(load_config(["algo.adjoint.trajectory=store"]), args.benchmark)
+    base = load_config(["algo.adjoint.trajectory=store"])
+    cfg = benchmark_config(base, args.benchmark)
     source = load_episodes(paths.episodes(args.benchmark))
     support, query = source.sample_train(cfg.train.meta_batch, torch.Generator().manual_seed(1))
     forms = {}
     for name in LEARNERS:
-        task = Task.build(cfg, source, name)
+        cell = train_cell(base, name, args.benchmark)
+        task = Task.build(cell.model, source, name)
         g = torch.Generator().manual_seed(0)
         params = init_params(task.model, g)
         params = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in params.items()}
-        learner = build_learner(cfg, name)
+        learner = build_learner(cell)
         whole = lambda p, b, f=task.loss_fn: f(p, b)  # noqa: E731  (no head_split attribute)
         forms[name] = {
             "split": lambda lr=learner, t=task, p=params: lr.batched_meta_grad_and_loss(

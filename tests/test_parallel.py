@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from metalearn import paths
-from metalearn.config import benchmark_config, load_config
+from metalearn.config import load_config
 from metalearn.data.episodes import load_episodes
-from metalearn.parallel import Job, train_all
+from metalearn.parallel import train_all
+from metalearn.spec import train_cell
 from metalearn.stages import run_episodify
 from metalearn.training import NonFiniteError, meta_train_seeds
 
@@ -33,11 +34,7 @@ def tiny(tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_ROOT", raising=False)
     cfg = load_config(TINY)
     run_episodify(cfg, BENCHMARK)
-    return benchmark_config(cfg, BENCHMARK)
-
-
-def _with_workers(cfg, n):
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, workers=n))
+    return train_cell(cfg, "fomaml", BENCHMARK)
 
 
 def test_seeds_in_two_workers_equal_the_seeds_one_after_another(tiny):
@@ -46,9 +43,7 @@ def test_seeds_in_two_workers_equal_the_seeds_one_after_another(tiny):
     logged = {1: [], 2: []}
     runs = {
         n: meta_train_seeds(
-            _with_workers(tiny, n),
-            "fomaml",
-            BENCHMARK,
+            dataclasses.replace(tiny, workers=n),
             source,
             cpu,
             on_metrics=lambda step, row, n=n: logged[n].append((step, row)),
@@ -66,13 +61,11 @@ def test_seeds_in_two_workers_equal_the_seeds_one_after_another(tiny):
 
 
 def test_a_recovered_error_is_a_result_and_any_other_is_raised(tiny):
-    diverging = dataclasses.replace(
-        tiny, algo=dataclasses.replace(tiny.algo, inner_lr=1e30, maml=tiny.algo.maml)
-    )
-    jobs = [Job(tiny, "fomaml", BENCHMARK), Job(diverging, "fomaml", BENCHMARK)]
+    diverging = dataclasses.replace(tiny, options={**tiny.options, "inner_lr": 1e30})
+    jobs = [tiny, diverging]
     done = []
     results = train_all(jobs, 2, recover=(NonFiniteError,), on_done=lambda i, r: done.append(i))
     assert sorted(done) == [0, 1]
     assert results[0].curve and isinstance(results[1], NonFiniteError)
     with pytest.raises(FileNotFoundError):
-        train_all([jobs[0], Job(tiny, "fomaml", "alpine-shot50")], 2)
+        train_all([tiny, dataclasses.replace(tiny, benchmark="alpine-shot50")], 2)

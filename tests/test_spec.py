@@ -12,7 +12,7 @@ import pytest
 
 from metalearn import paths
 from metalearn.config import benchmark_config, flatten, load_config
-from metalearn.spec import all_specs, dumps, evaluate_spec, train_spec, write_specs
+from metalearn.spec import all_specs, dumps, evaluate_spec, train_cell, train_spec, write_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 B = "cosmixture-shot50"
@@ -89,22 +89,30 @@ def test_every_value_of_the_sections_train_reads_is_in_its_spec():
         assert spec_of([entry]) != base, f"{key} does not reach the train spec"
 
 
-def test_training_code_reads_only_the_sections_in_the_spec():
-    """The train path (training, parallel, tracking) reads cfg.algo, cfg.model and cfg.train
-    only: a read of another section would escape the spec, so DVC would miss its changes."""
-    allowed = {"algo", "model", "train"}
-    for module in ("training", "parallel", "tracking"):
+def test_the_training_code_never_sees_the_config():
+    """The train path (training, parallel) takes a resolved TrainCell, never the config: a value
+    it read from the config could escape the spec, and DVC would miss its changes. From
+    metalearn.config it may import the model section's type only."""
+    for module in ("training", "parallel"):
         tree = ast.parse((ROOT / f"src/metalearn/{module}.py").read_text())
         for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.value, ast.Name)
-                and node.value.id == "cfg"
-                and node.attr not in allowed
-            ):
-                if module == "tracking" and node.attr == "efficiency":
-                    continue  # the efficiency stage's run, not a train cell's
-                raise AssertionError(f"{module}.py reads cfg.{node.attr} (line {node.lineno})")
+            if isinstance(node, ast.ImportFrom) and node.module == "metalearn.config":
+                assert {a.name for a in node.names} <= {"ModelConfig"}, f"{module}.py"
+            assert not (isinstance(node, ast.Name) and node.id == "cfg"), (
+                f"{module}.py uses a cfg (line {node.lineno})"
+            )
+
+
+def test_a_cells_spec_holds_every_field_but_workers():
+    """What the spec leaves out cannot change the numbers: only the worker count."""
+    cell = train_cell(load_config(), "imaml", B)
+    leaves = set(flatten(cell.spec()))
+    for field in dataclasses.fields(cell):
+        found = {leaf for leaf in leaves if leaf.split(".")[-1] == field.name}
+        found |= {leaf for leaf in leaves if leaf.split(".")[0] == field.name}
+        if field.name == "options":
+            found = {f"algo.{k}" for k in cell.options} & leaves
+        assert bool(found) == (field.name != "workers"), field.name
 
 
 def test_evaluate_spec_names_its_learners_and_their_meta_test_k():

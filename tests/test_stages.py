@@ -1,5 +1,6 @@
 """Stage functions on a tiny config in a temp directory: determinism and failure handling."""
 
+import dataclasses
 import math
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from metalearn import paths
 from metalearn.config import load_config
 from metalearn.data.episodes import load_episodes
 from metalearn.models import init_params
+from metalearn.spec import train_cell
 from metalearn.stages import CheckpointError, run_episodify, run_evaluate, run_train
 from metalearn.training import Adam, NonFiniteError, Task, meta_train
 
@@ -44,18 +46,10 @@ def workdir(tmp_path, monkeypatch):
 def test_same_seed_same_parameters(workdir):
     cfg = load_config(TINY)
     source = load_episodes(paths.episodes("cosmixture-shot50"))
-    runs = [
-        meta_train(cfg, "adjoint", "cosmixture-shot50", source, torch.device("cpu"))
-        for _ in range(2)
-    ]
+    cell = train_cell(cfg, "adjoint", "cosmixture-shot50")
+    runs = [meta_train(cell, source, torch.device("cpu")) for _ in range(2)]
     assert all(torch.equal(runs[0].params[k], runs[1].params[k]) for k in runs[0].params)
-    other = meta_train(
-        load_config([*TINY, "train.seed=1"]),
-        "adjoint",
-        "cosmixture-shot50",
-        source,
-        torch.device("cpu"),
-    )
+    other = meta_train(dataclasses.replace(cell, seed=1), source, torch.device("cpu"))
     assert not torch.equal(other.params["head.weight"], runs[0].params["head.weight"])
 
 
@@ -142,8 +136,9 @@ def test_evaluate_without_a_model_names_the_stage_to_run(workdir):
 def test_scratch_keeps_the_initialisation(workdir):
     cfg = load_config(TINY)
     source = load_episodes(paths.episodes("cosmixture-shot50"))
-    result = meta_train(cfg, "scratch", "cosmixture-shot50", source, torch.device("cpu"))
-    task = Task.build(cfg, source, "scratch")
+    cell = train_cell(cfg, "scratch", "cosmixture-shot50")
+    result = meta_train(cell, source, torch.device("cpu"))
+    task = Task.build(cell.model, source, "scratch")
     init = init_params(task.model, torch.Generator().manual_seed(cfg.train.seed))
     assert all(torch.equal(result.params[k], init[k]) for k in init)
     assert [row["iteration"] for row in result.curve] == [0]
@@ -167,11 +162,12 @@ def test_meta_test_uses_the_best_meta_val_point(workdir):
 
     cfg = load_config([*TINY, "train.iterations=6", "train.val_every=1", "train.meta_lr=0.05"])
     source = load_episodes(paths.episodes("cosmixture-shot50"))
-    result = meta_train(cfg, "fomaml", "cosmixture-shot50", source, torch.device("cpu"))
+    cell = train_cell(cfg, "fomaml", "cosmixture-shot50")
+    result = meta_train(cell, source, torch.device("cpu"))
     val = {row["iteration"]: row["meta_val_nrmse"] for row in result.curve}
     assert result.best_val == min(val.values()) and val[result.best_iteration] == result.best_val
-    task = Task.build(cfg, source, "fomaml")
-    learner = build_learner(cfg, "fomaml")
+    task = Task.build(cell.model, source, "fomaml")
+    learner = build_learner(cell)
     scores = per_task_scores(
         learner, task.loss_fn, task.predict, result.params, source.fixed_tasks("val"), "mse"
     )

@@ -11,32 +11,34 @@ import pytest
 
 from metalearn import paths
 from metalearn.config import benchmark_config, default_params_path, load_config, meta_lr
+from metalearn.spec import train_cell
 from metalearn.stages import run_episodify, run_tune
-from metalearn.tuning import apply, choose, markdown, one_by_one, point_config, tune
+from metalearn.tuning import apply, choose, markdown, one_by_one, point_cell, tune
 
 GRID = ["tune.learners=[maml,fomaml]", "tune.inner_lr=[0.01,0.1]", "tune.meta_lr=[0.001]"]
 
 
-def test_a_point_sets_one_learners_step_sizes_and_budget_on_one_seed():
-    cfg = benchmark_config(load_config(), "cosmixture-shot50")
-    point = point_config(cfg, "imaml", 0.03, 0.002, 7)
-    assert point.algo.imaml.inner_lr == 0.03 and point.algo.imaml.iterations == 7
-    assert meta_lr(point, "imaml") == 0.002 and meta_lr(point, "maml") == meta_lr(cfg, "maml")
-    assert point.algo.maml == cfg.algo.maml and point.train.seeds == 1
+def test_a_point_sets_the_step_sizes_and_budget_on_one_seed():
+    cell = train_cell(load_config(), "imaml", "cosmixture-shot50")
+    point = point_cell(cell, 0.03, 0.002, 7)
+    assert point.options == {**cell.options, "inner_lr": 0.03}
+    assert (point.meta_lr, point.iterations, point.seeds) == (0.002, 7, 1)
+    assert point.model == cell.model and point.meta_batch == cell.meta_batch
 
 
 def test_every_learner_gets_the_same_grid_and_budget():
     cfg = load_config([*GRID, "tune.iterations=9", "tune.meta_lr=[0.001,0.01]"])
     seen = []
 
-    def train(point, learner):
-        section = getattr(point.algo, learner)
-        seen.append((learner, section.inner_lr, section.meta_lr, section.iterations))
+    def train(point):
+        inner_lr = point.options["inner_lr"]
+        seen.append((point.learner, inner_lr, point.meta_lr, point.iterations))
         return types.SimpleNamespace(
-            best_val=section.inner_lr * section.meta_lr, best_iteration=3, seconds=0.1
+            best_val=inner_lr * point.meta_lr, best_iteration=3, seconds=0.1
         )
 
-    rows = tune(cfg, "cosmixture-shot50", one_by_one(train))
+    cells = [train_cell(cfg, lr, "cosmixture-shot50") for lr in cfg.tune.learners]
+    rows = tune(cells, cfg.tune, one_by_one(train))
     grid = [(a, b) for a in (0.01, 0.1) for b in (0.001, 0.01)]
     assert seen == [(lr, a, b, 9) for lr in ("maml", "fomaml") for a, b in grid]
     assert [(r["learner"], r["inner_lr"], r["meta_lr"]) for r in rows] == [s[:3] for s in seen]
@@ -117,12 +119,13 @@ def test_a_diverged_point_loses_and_the_sweep_goes_on():
 
     cfg = load_config(GRID)
 
-    def train(point, learner):
-        if point.algo.maml.inner_lr == 0.1 and learner == "maml":
+    def train(point):
+        if point.options["inner_lr"] == 0.1 and point.learner == "maml":
             raise NonFiniteError("maml on cosmixture-shot50: the meta-training loss diverged")
         return types.SimpleNamespace(best_val=0.5, best_iteration=1, seconds=0.1)
 
-    rows = tune(cfg, "cosmixture-shot50", one_by_one(train))
+    cells = [train_cell(cfg, lr, "cosmixture-shot50") for lr in cfg.tune.learners]
+    rows = tune(cells, cfg.tune, one_by_one(train))
     assert len(rows) == 4
     bad = next(r for r in rows if r["learner"] == "maml" and r["inner_lr"] == 0.1)
     assert math.isnan(bad["best_meta_val"]) and "diverged" in bad["diverged"]

@@ -25,6 +25,7 @@ from metalearn.config import Config, benchmark_config, load_config
 from metalearn.data.episodes import load_episodes
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.metrics import mean_ci
+from metalearn.spec import train_cell
 from metalearn.stages import load_checkpoint
 from metalearn.training import Task, build_learner
 
@@ -34,10 +35,11 @@ def score_splits(
 ) -> list[dict[str, Any]]:
     """One row per (split, inner steps): the mean metric and its confidence interval over
     ``tasks`` tasks of each split (meta-train: sampled with ``seed``)."""
-    checkpoint = load_checkpoint(cfg, learner, benchmark)
+    cell = train_cell(cfg, learner, benchmark)
+    checkpoint = load_checkpoint(cell)
     cfg = benchmark_config(cfg, benchmark)
     source = load_episodes(paths.episodes(benchmark))
-    task = Task.build(cfg, source, learner)
+    task = Task.build(cell.model, source, learner)
     params, fitted = checkpoint["params"], checkpoint["fitted"]
 
     def first(split: tuple) -> tuple:
@@ -54,7 +56,7 @@ def score_splits(
     for split, batch in splits.items():
         for k in steps:
             scores = per_task_scores(
-                build_learner(cfg, learner, k, fitted), task.loss_fn, task.predict, params, batch,
+                build_learner(cell, k, fitted), task.loss_fn, task.predict, params, batch,
                 task.loss_kind,
             )  # fmt: skip
             mean, ci = mean_ci(scores, cfg.eval.confidence)

@@ -15,31 +15,22 @@ import functools
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
 from metalearn import paths
-from metalearn.config import Config
-
-
-@dataclass(frozen=True)
-class Job:
-    """One meta-training: ``learner`` on ``benchmark`` under ``cfg`` (the benchmark's config)."""
-
-    cfg: Config
-    learner: str
-    benchmark: str
+from metalearn.spec import TrainCell
 
 
 def train_all(
-    jobs: Sequence[Job],
+    jobs: Sequence[TrainCell],
     workers: int,
     source: Any = None,
     device: Any = None,
     recover: tuple[type[Exception], ...] = (),
     on_done: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
-    """The :class:`metalearn.training.TrainResult` of every job, in order.
+    """The :class:`metalearn.training.TrainResult` of every job (a cell to meta-train), in
+    order.
 
     ``workers == 1`` (or one job) runs them here, on ``source`` and ``device``; otherwise
     ``min(workers, len(jobs))`` processes run them. An exception of a ``recover`` type (a
@@ -71,19 +62,19 @@ def train_all(
     return out
 
 
-def _train(job: Job, source: Any, device: Any, recover: tuple[type[Exception], ...]) -> Any:
+def _train(job: TrainCell, source: Any, device: Any, recover: tuple[type[Exception], ...]) -> Any:
     from metalearn.training import meta_train
 
     try:
-        return meta_train(job.cfg, job.learner, job.benchmark, source, device)
+        return meta_train(job, source, device)
     except recover as error:
         return error
 
 
-def _train_in_worker(job: Job, recover: tuple[type[Exception], ...]) -> Any:
+def _train_in_worker(job: TrainCell, recover: tuple[type[Exception], ...]) -> Any:
     from metalearn.stages import torch_runtime
 
-    device = torch_runtime(job.cfg)  # train.threads in this process, too
+    device = torch_runtime(job)  # train.threads in this process, too
     return _train(job, _episodes(job.benchmark), device, recover)
 
 

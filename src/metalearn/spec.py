@@ -23,6 +23,7 @@ from metalearn import paths
 from metalearn.config import (
     CF_ONLY_LEARNERS,
     Config,
+    ModelConfig,
     benchmark_config,
     eval_steps,
     iterations,
@@ -35,37 +36,71 @@ from metalearn.io import atomic_file
 Spec = dict[str, Any]
 
 
-def _learner(cfg: Config, learner: str) -> dict[str, Any]:
-    """``algo.<learner>`` with K, α, iterations and meta-lr resolved (``cfg``: a benchmark's)."""
-    return {
-        **learner_options(cfg, learner),
-        "iterations": iterations(cfg, learner),
-        "meta_lr": meta_lr(cfg, learner),
-    }
+@dataclasses.dataclass(frozen=True)
+class TrainCell:
+    """Everything ``train@<learner>-<benchmark>`` uses, resolved once from the config (the
+    benchmark's protocol over the top level, the learner's keys over the shared ones). The
+    training code reads this and never the config: what it uses is what :meth:`spec` holds,
+    and so what DVC re-runs the cell on."""
+
+    learner: str
+    benchmark: str
+    dataset: str
+    options: dict[str, Any]  # metalearn.algorithms.make(learner, **options): K, α, its own keys
+    adapt: str  # algo.adapt: "all", or "head" (the inner loop moves the head only)
+    iterations: int
+    meta_lr: float
+    model: ModelConfig
+    meta_batch: int
+    val_every: int
+    seed: int
+    seeds: int  # training seeds: seed, seed + 1, ...
+    device: str
+    threads: int
+    workers: int  # seeds meta-trained at once: the same numbers, so not in the spec
+
+    def spec(self) -> Spec:
+        """The values that decide the cell's outputs, as stage resolve writes them."""
+        head = {"learner": self.learner, "benchmark": self.benchmark, "dataset": self.dataset}
+        if self.learner in CF_ONLY_LEARNERS:  # a closed-form fit: no model or meta-training
+            train = {"device": self.device, "threads": self.threads, "seed": self.seed}
+            return {**head, "algo": dict(self.options), "train": train}
+        algo = {"adapt": self.adapt, **self.options}
+        algo |= {"iterations": self.iterations, "meta_lr": self.meta_lr}
+        train = {k: getattr(self, k) for k in ("meta_batch", "val_every", "seed", "seeds")}
+        train |= {"device": self.device, "threads": self.threads}
+        return {**head, "algo": algo, "model": dataclasses.asdict(self.model), "train": train}
+
+
+def train_cell(cfg: Config, learner: str, benchmark: str) -> TrainCell:
+    """The cell ``train@<learner>-<benchmark>`` of ``cfg`` (the whole, validated config)."""
+    b = benchmark_config(cfg, benchmark)
+    options = learner_options(b, learner)
+    if learner in CF_ONLY_LEARNERS:  # the bias fit uses its shrinkages only, not K or α
+        options = {k: v for k, v in options.items() if k not in ("steps", "inner_lr")}
+    return TrainCell(
+        learner=learner,
+        benchmark=benchmark,
+        dataset=cfg.pipeline.benchmarks[benchmark].dataset,
+        options=options,
+        adapt=b.algo.adapt,
+        iterations=iterations(b, learner),
+        meta_lr=meta_lr(b, learner),
+        model=b.model,
+        meta_batch=b.train.meta_batch,
+        val_every=b.train.val_every,
+        seed=b.train.seed,
+        seeds=b.train.seeds,
+        device=b.train.device,
+        threads=b.train.threads,
+        workers=b.train.workers,
+    )
 
 
 def train_spec(cfg: Config, learner: str, benchmark: str) -> Spec:
-    """What ``train@<learner>-<benchmark>`` uses: the learner's resolved section, the model, the
+    """What ``train@<learner>-<benchmark>`` uses: the learner's resolved options, the model, the
     inner-loop split and the training loop's own keys (the data come from the episodes)."""
-    b = benchmark_config(cfg, benchmark)
-    entry = cfg.pipeline.benchmarks[benchmark]
-    head = {"learner": learner, "benchmark": benchmark, "dataset": entry.dataset}
-    if learner in CF_ONLY_LEARNERS:  # a closed-form fit: no model, inner loop or meta-training
-        section = dataclasses.asdict(getattr(b.algo, learner))
-        return {
-            **head,
-            "algo": section,
-            "train": {"device": b.train.device, "threads": b.train.threads},
-        }
-    train = dataclasses.asdict(b.train)
-    del train["iterations"], train["meta_lr"]  # resolved per learner, in "algo"
-    del train["workers"]  # how many seeds train at once: the same numbers (tests/test_parallel.py)
-    return {
-        **head,
-        "algo": {"adapt": b.algo.adapt, **_learner(b, learner)},
-        "model": dataclasses.asdict(b.model),
-        "train": train,
-    }
+    return train_cell(cfg, learner, benchmark).spec()
 
 
 def evaluate_spec(cfg: Config, benchmark: str) -> Spec:

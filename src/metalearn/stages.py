@@ -18,11 +18,8 @@ from metalearn.config import (
     CF_ONLY_LEARNERS,
     Config,
     ConfigError,
-    benchmark_config,
     dataset_config,
-    eval_steps,
     flatten,
-    learners_of,
     load_config,
     parse_benchmark,
     resolve_device,
@@ -32,6 +29,8 @@ from metalearn.io import atomic_dir, atomic_file, write_json
 
 if TYPE_CHECKING:
     import torch
+
+    from metalearn.spec import TrainCell
 
 # Each stage imports what it runs inside its function: a stage script loads only its own
 # modules, and dvc.yaml lists exactly those as its code deps (tests/test_project_files.py).
@@ -67,13 +66,14 @@ def run_episodify(cfg: Config, benchmark: str) -> dict[str, Any]:
     return episodify(cfg, benchmark, paths.episodes(benchmark), raw_dir=paths.raw(dataset))
 
 
-def torch_runtime(cfg: Config) -> torch.device:
-    """Apply ``train.threads`` (0 keeps torch's default) and return the device to run on."""
+def torch_runtime(cell: Any) -> torch.device:
+    """Apply a cell's ``threads`` (0 keeps torch's default) and return its ``device`` to run on
+    (``cell``: a :class:`metalearn.spec.TrainCell`, or anything with those two fields)."""
     import torch
 
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    return resolve_device(cfg.train)
+    if cell.threads:
+        torch.set_num_threads(cell.threads)
+    return resolve_device(cell)
 
 
 def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
@@ -84,16 +84,16 @@ def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
 
     from metalearn import tracking  # MLflow takes seconds to import: only where it is used
     from metalearn.data.episodes import load_episodes
-    from metalearn.spec import dumps, train_spec
+    from metalearn.spec import dumps, train_cell
     from metalearn.training import meta_train_seeds, training_seeds
 
-    spec = train_spec(cfg, learner, benchmark)  # what DVC re-runs this cell on
-    cfg = benchmark_config(cfg, benchmark)
+    cell = train_cell(cfg, learner, benchmark)  # the config, resolved once
+    spec = cell.spec()  # what DVC re-runs this cell on
     source = load_episodes(paths.episodes(benchmark))
-    device = torch_runtime(cfg)
-    seeds = training_seeds(cfg, learner)
+    device = torch_runtime(cell)
+    seeds = training_seeds(cell)
     with tracking.train_run(spec, learner, benchmark, source.meta) as log:
-        runs = meta_train_seeds(cfg, learner, benchmark, source, device, on_metrics=log)
+        runs = meta_train_seeds(cell, source, device, on_metrics=log)
         run_id = log.run_id
     first = runs[0]
     # where meta-val stopped improving: the point whose parameters meta-test uses
@@ -137,17 +137,19 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that another cell wrote."""
 
 
-def load_checkpoint(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
+def load_checkpoint(cell: TrainCell) -> dict[str, Any]:
     """The train stage's file: ``params`` (tensors, of the first seed's best meta-val point),
     ``seed_params`` (every seed's), ``seeds``, ``best_iterations``, ``learner``, ``benchmark``,
     ``mlflow_run_id``, ``fitted`` (options chosen in training), ``grid`` and ``spec``.
 
-    Refuses a file it cannot read and one whose spec is not what ``cfg`` would train in this
-    cell now (another learner's or benchmark's file copied in, or a stale one), naming both."""
+    Refuses a file it cannot read and one whose spec is not ``cell``'s, the one its train stage
+    would train now (another learner's or benchmark's file copied in, or a stale one), naming
+    both."""
     import torch
 
-    from metalearn.spec import dumps, train_spec
+    from metalearn.spec import dumps
 
+    learner, benchmark = cell.learner, cell.benchmark
     path = paths.model(learner, benchmark)
     stage = f"{'train-cf' if learner in CF_ONLY_LEARNERS else 'train'}@{learner}-{benchmark}"
     if not path.is_file():
@@ -159,7 +161,7 @@ def load_checkpoint(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]
             f"{path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}); "
             f"re-create it: dvc repro --force {stage}"
         ) from None
-    expected = dumps(train_spec(cfg, learner, benchmark))
+    expected = dumps(cell.spec())
     found = checkpoint.get("spec") if isinstance(checkpoint, dict) else None
     if found != expected:
         if found is None:
@@ -190,22 +192,25 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
     from metalearn.data.episodes import load_episodes
     from metalearn.evaluation import METRICS, per_task_scores
     from metalearn.metrics import mean_ci
+    from metalearn.spec import evaluate_spec, train_cell
     from metalearn.training import Task, build_learner, to_device
 
     tracking.connect()  # an unusable store fails here, before any work
-    checkpoints = {lr: load_checkpoint(cfg, lr, benchmark) for lr in learners_of(cfg, benchmark)}
-    cfg = benchmark_config(cfg, benchmark)
+    spec = evaluate_spec(cfg, benchmark)  # the config, resolved once
+    learners = list(spec["learners"])
+    cells = {lr: train_cell(cfg, lr, benchmark) for lr in learners}
+    checkpoints = {lr: load_checkpoint(cell) for lr, cell in cells.items()}
     source = load_episodes(paths.episodes(benchmark))
-    device = torch_runtime(cfg)
+    device = torch_runtime(cells[learners[0]])  # the benchmark's: every cell shares it
     metric = METRICS[source.loss_kind]
     (sx, sy), (qx, qy) = source.fixed_tasks("test")
-    n = cfg.eval.tasks
+    n, confidence = spec["eval"]["tasks"], spec["eval"]["confidence"]
     tasks = to_device(((sx[:n], sy[:n]), (qx[:n], qy[:n])), device)
     results, per_task = {}, {}
     for learner, checkpoint in checkpoints.items():
-        steps = eval_steps(cfg, learner)
-        task = Task.build(cfg, source, learner, device)
-        scorer = build_learner(cfg, learner, steps, checkpoint["fitted"])
+        steps = spec["learners"][learner]["eval_steps"]
+        task = Task.build(cells[learner].model, source, learner, device)
+        scorer = build_learner(cells[learner], steps, checkpoint["fitted"])
         start = time.perf_counter()
         by_seed = torch.stack(
             [
@@ -222,7 +227,7 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
         )  # [seeds, tasks]
         seconds = time.perf_counter() - start
         scores = by_seed.mean(0)  # a task's score: the mean over the training seeds
-        mean, ci = mean_ci(scores, cfg.eval.confidence)
+        mean, ci = mean_ci(scores, confidence)
         per_task[learner] = (scores.numpy(), by_seed.numpy())
         seed_means = by_seed.mean(1).double()
         results[learner] = {
@@ -230,7 +235,7 @@ def run_evaluate(cfg: Config, benchmark: str) -> dict[str, Any]:
             "higher_is_better": metric.higher_is_better,
             "mean": mean,
             "ci": ci,
-            "confidence": cfg.eval.confidence,
+            "confidence": confidence,
             "tasks": n,
             "seeds": len(by_seed),
             "seed_sd": float(seed_means.std()) if len(by_seed) > 1 else math.nan,
@@ -267,22 +272,22 @@ def run_tune(cfg: Config, benchmark: str) -> dict[str, Any]:
 
     from metalearn.data.episodes import load_episodes
     from metalearn.evaluation import METRICS
-    from metalearn.parallel import Job, train_all
+    from metalearn.parallel import train_all
+    from metalearn.spec import train_cell
     from metalearn.training import NonFiniteError
     from metalearn.tuning import choose, markdown, tune
 
     if benchmark not in cfg.tune.benchmarks:
         raise ConfigError(f"benchmark {benchmark!r} is not in tune.benchmarks")
     source = load_episodes(paths.episodes(benchmark))
-    bench_cfg = benchmark_config(cfg, benchmark)
-    device = torch_runtime(bench_cfg)
+    cells = [train_cell(cfg, learner, benchmark) for learner in cfg.tune.learners]
+    device = torch_runtime(cells[0])
 
     def train_points(points, on_done):
-        jobs = [Job(point, learner, benchmark) for point, learner in points]
-        workers = bench_cfg.train.workers
-        return train_all(jobs, workers, source, device, (NonFiniteError,), on_done)
+        workers = cells[0].workers
+        return train_all(points, workers, source, device, (NonFiniteError,), on_done)
 
-    rows = tune(cfg, benchmark, train_points, on_point=lambda row: print(row, flush=True))
+    rows = tune(cells, cfg.tune, train_points, on_point=lambda row: print(row, flush=True))
     chosen = choose(rows, METRICS[source.loss_kind].higher_is_better)
     with atomic_file(paths.tuning_csv(benchmark)) as tmp:
         pl.DataFrame(rows).write_csv(tmp)

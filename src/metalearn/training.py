@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from metalearn.algorithms import REGISTRY, MetaLearner, make
 from metalearn.algorithms.bias import Bias, fit_item_offsets
-from metalearn.config import Config, iterations, learner_options, meta_lr
+from metalearn.config import ModelConfig
 from metalearn.data.episodes import TaskSource
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.functional import Params
@@ -30,7 +30,8 @@ from metalearn.models import (
     make_loss,
     make_predict,
 )
-from metalearn.parallel import Job, train_all
+from metalearn.parallel import train_all
+from metalearn.spec import TrainCell
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 
@@ -56,17 +57,21 @@ class Task:
 
     @classmethod
     def build(
-        cls, cfg: Config, source: TaskSource, learner: str, device: torch.device | None = None
+        cls,
+        model_cfg: ModelConfig,
+        source: TaskSource,
+        learner: str,
+        device: torch.device | None = None,
     ) -> Task:
-        """The model of ``learner`` on ``source``; a model's fixed tables (the CF item
-        features) are placed on ``device``."""
-        hidden, activation = cfg.model.hidden, cfg.model.activation
+        """The model of ``learner`` on ``source`` (``model_cfg``: the cell's ``model``); a
+        model's fixed tables (the CF item features) are placed on ``device``."""
+        hidden, activation = model_cfg.hidden, model_cfg.activation
         if source.architecture == "ratings":  # item ids in, item tables in the model
             if learner == "bias":
                 model = BiasModel(source.n_items, source.mean_rating)
-            elif cfg.model.cf == "factors":
+            elif model_cfg.cf == "factors":
                 model = ItemFactorModel(
-                    source.features, source.mean_rating, cfg.model.item_dim, hidden, activation
+                    source.features, source.mean_rating, model_cfg.item_dim, hidden, activation
                 )
             else:
                 model = ItemFeatureMLP(source.features, hidden, activation)
@@ -74,7 +79,7 @@ class Task:
             model = MLP(source.in_dim, source.out_dim, hidden, activation)
         elif source.architecture == "conv4":
             model = Conv4(
-                source.in_channels, source.n_classes, cfg.model.filters, source.image_size
+                source.in_channels, source.n_classes, model_cfg.filters, source.image_size
             )
         else:
             raise ValueError(f"unknown architecture {source.architecture!r}")
@@ -85,15 +90,15 @@ class Task:
 
 
 def build_learner(
-    cfg: Config, name: str, steps: int | None = None, fitted: dict[str, Any] | None = None
+    cell: TrainCell, steps: int | None = None, fitted: dict[str, Any] | None = None
 ) -> MetaLearner:
-    """The learner ``name`` with its options from ``cfg`` (``steps`` overrides K, for meta-test;
-    ``fitted``, the options a train stage chose, e.g. the bias baseline's shrinkages)."""
-    options = {**learner_options(cfg, name), **(fitted or {})}
+    """The cell's learner with its options (``steps`` overrides K, for meta-test; ``fitted``,
+    the options a train stage chose, e.g. the bias baseline's shrinkages)."""
+    options = {**cell.options, **(fitted or {})}
     if steps is not None:
         options["steps"] = steps
-    adapt_keys = None if cfg.algo.adapt == "all" else ["head"]
-    return make(name, adapt_keys=adapt_keys, **options)
+    adapt_keys = None if cell.adapt == "all" else ["head"]
+    return make(cell.learner, adapt_keys=adapt_keys, **options)
 
 
 class Adam:
@@ -142,16 +147,14 @@ def to_device(tree: Any, device: torch.device) -> Any:
 
 
 def meta_train(
-    cfg: Config,
-    learner_name: str,
-    benchmark: str,
+    cell: TrainCell,
     source: TaskSource,
     device: torch.device,
     on_metrics: MetricsCallback | None = None,
 ) -> TrainResult:
-    """Meta-train ``learner_name`` on ``source`` for its ``iterations`` (config) outer steps.
+    """Meta-train the cell's learner on ``source`` for its ``iterations`` outer steps.
 
-    Each step samples ``meta_batch`` tasks from a generator seeded by ``train.seed`` (same seed,
+    Each step samples ``meta_batch`` tasks from a generator seeded by ``seed`` (same seed,
     same numbers), takes the learner's mean meta-gradient over them (one ``vmap``) and steps
     Adam with ``meta_lr``. Every ``val_every`` steps (and at the last) the meta-val tasks are
     scored; the result holds the parameters of the best of those points, which meta-test then
@@ -160,8 +163,9 @@ def meta_train(
     that is not meta-trained (``scratch``) keeps the initialisation: its curve is one
     meta-val point at iteration 0. The ``bias`` baseline is fitted instead (:func:`fit_bias`).
     """
-    task = Task.build(cfg, source, learner_name, device)
-    learner = build_learner(cfg, learner_name)
+    learner_name, benchmark = cell.learner, cell.benchmark
+    task = Task.build(cell.model, source, learner_name, device)
+    learner = build_learner(cell)
     val_tasks = to_device(source.fixed_tasks("val"), device)
     metric = METRICS[task.loss_kind]
     start = time.perf_counter()
@@ -169,10 +173,10 @@ def meta_train(
         result = fit_bias(learner, task, source, val_tasks, device, on_metrics)
         result.seconds = time.perf_counter() - start
         return result
-    tasks_rng = torch.Generator().manual_seed(cfg.train.seed)
-    init_rng = torch.Generator().manual_seed(cfg.train.seed)
+    tasks_rng = torch.Generator().manual_seed(cell.seed)
+    init_rng = torch.Generator().manual_seed(cell.seed)
     params = init_params(task.model, init_rng, device=device)
-    optimizer = Adam(params, lr=meta_lr(cfg, learner_name))
+    optimizer = Adam(params, lr=cell.meta_lr)
     best = _Best(metric.higher_is_better)
 
     def validate(iteration: int) -> dict[str, float]:
@@ -189,19 +193,19 @@ def meta_train(
         result.curve.append({"iteration": 0, **row})
         if on_metrics is not None:
             on_metrics(0, row)
-    last = iterations(cfg, learner_name) if learner.meta_trained else 0
+    last = cell.iterations if learner.meta_trained else 0
     steps = range(1, last + 1)
     bar = tqdm(steps, desc=f"train {learner_name} on {benchmark}", disable=not sys.stderr.isatty())
     first_loss = None
     for iteration in bar:
-        support, query = to_device(source.sample_train(cfg.train.meta_batch, tasks_rng), device)
+        support, query = to_device(source.sample_train(cell.meta_batch, tasks_rng), device)
         grads, loss = learner.batched_meta_grad_and_loss(task.loss_fn, params, support, query)
         _check_finite(loss, grads, learner_name, benchmark, iteration)
         first_loss = float(loss) if first_loss is None else first_loss
         _check_divergence(float(loss), first_loss, learner_name, benchmark, iteration)
         optimizer.step(params, grads)
         row = {"meta_train_loss": float(loss)}
-        if iteration % cfg.train.val_every == 0 or iteration == last:
+        if iteration % cell.val_every == 0 or iteration == last:
             row.update(validate(iteration))
             bar.set_postfix(row)
         result.curve.append({"iteration": iteration, **row})
@@ -212,17 +216,15 @@ def meta_train(
     return result
 
 
-def training_seeds(cfg: Config, learner_name: str) -> list[int]:
-    """The seeds a train stage runs: ``train.seeds`` consecutive ones from ``train.seed``; one
-    for a learner that is not ``seeded`` (the bias baseline's closed-form fit)."""
-    count = cfg.train.seeds if REGISTRY[learner_name].seeded else 1
-    return [cfg.train.seed + i for i in range(count)]
+def training_seeds(cell: TrainCell) -> list[int]:
+    """The seeds a train stage runs: ``seeds`` consecutive ones from ``seed``; one for a
+    learner that is not ``seeded`` (the bias baseline's closed-form fit)."""
+    count = cell.seeds if REGISTRY[cell.learner].seeded else 1
+    return [cell.seed + i for i in range(count)]
 
 
 def meta_train_seeds(
-    cfg: Config,
-    learner_name: str,
-    benchmark: str,
+    cell: TrainCell,
     source: TaskSource,
     device: torch.device,
     on_metrics: MetricsCallback | None = None,
@@ -231,10 +233,8 @@ def meta_train_seeds(
     once (:mod:`metalearn.parallel`). The first seed's metrics go to ``on_metrics`` under
     their names, a later seed's as ``<name>/seed<seed>``: live with one worker, as each seed
     ends with several."""
-    seeds = training_seeds(cfg, learner_name)
-    configs = [
-        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=s)) for s in seeds
-    ]
+    seeds = training_seeds(cell)
+    cells = [dataclasses.replace(cell, seed=s) for s in seeds]
 
     def logger(i: int) -> MetricsCallback | None:
         if on_metrics is None or i == 0:
@@ -242,19 +242,15 @@ def meta_train_seeds(
         suffix = f"/seed{seeds[i]}"
         return lambda step, row: on_metrics(step, {k + suffix: v for k, v in row.items()})
 
-    if cfg.train.workers <= 1 or len(seeds) == 1:
-        return [
-            meta_train(c, learner_name, benchmark, source, device, logger(i))
-            for i, c in enumerate(configs)
-        ]
+    if cell.workers <= 1 or len(seeds) == 1:
+        return [meta_train(c, source, device, logger(i)) for i, c in enumerate(cells)]
 
     def replay(i: int, result: TrainResult) -> None:
         log = logger(i)
         for row in result.curve if log is not None else ():
             log(row["iteration"], {k: v for k, v in row.items() if k != "iteration"})
 
-    jobs = [Job(c, learner_name, benchmark) for c in configs]
-    return train_all(jobs, cfg.train.workers, on_done=replay)
+    return train_all(cells, cell.workers, on_done=replay)
 
 
 class _Best:

@@ -28,51 +28,44 @@ from pathlib import Path
 from typing import Any
 
 from metalearn import paths
-from metalearn.config import Config, benchmark_config, default_params_path
+from metalearn.config import Config, TuneConfig, default_params_path
+from metalearn.spec import TrainCell
 
 Row = dict[str, Any]
 
 
-def point_config(cfg: Config, learner: str, inner_lr: float, meta_lr: float, budget: int):
-    """``cfg`` (a benchmark's config) with ``learner``'s inner step size, meta-lr and budget set,
-    on one seed."""
-    section = dataclasses.replace(
-        getattr(cfg.algo, learner), inner_lr=inner_lr, meta_lr=meta_lr, iterations=budget
-    )
-    algo = dataclasses.replace(cfg.algo, **{learner: section})
-    return dataclasses.replace(cfg, algo=algo, train=dataclasses.replace(cfg.train, seeds=1))
-
-
-Point = tuple[Config, str]  # a point's config and its learner
+def point_cell(cell: TrainCell, inner_lr: float, meta_lr: float, budget: int) -> TrainCell:
+    """``cell`` with the inner step size, meta-lr and budget of a grid point, on one seed."""
+    options = {**cell.options, "inner_lr": inner_lr}
+    return dataclasses.replace(cell, options=options, meta_lr=meta_lr, iterations=budget, seeds=1)
 
 
 def tune(
-    cfg: Config,
-    benchmark: str,
-    train_points: Callable[[list[Point], Callable[[int, Any], None]], list[Any]],
+    cells: Sequence[TrainCell],
+    grid: TuneConfig,
+    train_points: Callable[[list[TrainCell], Callable[[int, Any], None]], list[Any]],
     on_point: Callable[[Row], None] | None = None,
 ) -> list[Row]:
-    """One row per (learner, inner_lr, meta_lr) of ``cfg.tune``: the best meta-val value, its
-    iteration and the seconds taken; a point that diverged has NaN and the error in
-    ``diverged``. ``train_points(points, on_done)`` meta-trains every point (in any order, in
-    parallel if it likes: :func:`metalearn.parallel.train_all`), calls ``on_done(index,
-    result)`` as each ends and returns, in order, a :class:`metalearn.training.TrainResult`
-    or the :class:`metalearn.training.NonFiniteError` of a point that diverged."""
-    cfg = benchmark_config(cfg, benchmark)
-    grid = cfg.tune
+    """One row per (learner, inner_lr, meta_lr) of ``grid`` for each cell (a learner on the
+    tuned benchmark): the best meta-val value, its iteration and the seconds taken; a point
+    that diverged has NaN and the error in ``diverged``. ``train_points(points, on_done)``
+    meta-trains every point (in any order, in parallel if it likes:
+    :func:`metalearn.parallel.train_all`), calls ``on_done(index, result)`` as each ends and
+    returns, in order, a :class:`metalearn.training.TrainResult` or the
+    :class:`metalearn.training.NonFiniteError` of a point that diverged."""
     keys = [
-        (learner, inner_lr, meta_lr)
-        for learner in grid.learners
+        (cell, inner_lr, meta_lr)
+        for cell in cells
         for inner_lr in grid.inner_lr
         for meta_lr in grid.meta_lr
     ]
-    points = [(point_config(cfg, lr, a, b, grid.iterations), lr) for lr, a, b in keys]
+    points = [point_cell(cell, a, b, grid.iterations) for cell, a, b in keys]
 
     def row_of(i: int, result: Any) -> Row:
-        learner, inner_lr, meta_lr = keys[i]
+        cell, inner_lr, meta_lr = keys[i]
         diverged = isinstance(result, Exception)  # a diverged point loses; the sweep goes on
         return {
-            "learner": learner,
+            "learner": cell.learner,
             "inner_lr": inner_lr,
             "meta_lr": meta_lr,
             "best_meta_val": math.nan if diverged else result.best_val,
@@ -89,16 +82,16 @@ def tune(
     return [row_of(i, r) for i, r in enumerate(results)]
 
 
-def one_by_one(train: Callable[[Config, str], Any]) -> Callable[..., list[Any]]:
-    """``train_points`` for :func:`tune` from a ``train(cfg, learner)`` of one point, run in
-    order here (a :class:`metalearn.training.NonFiniteError` becomes the point's result)."""
+def one_by_one(train: Callable[[TrainCell], Any]) -> Callable[..., list[Any]]:
+    """``train_points`` for :func:`tune` from a ``train(cell)`` of one point, run in order
+    here (a :class:`metalearn.training.NonFiniteError` becomes the point's result)."""
     from metalearn.training import NonFiniteError  # torch: not for `apply`
 
-    def train_points(points: list[Point], on_done: Callable[[int, Any], None]) -> list[Any]:
+    def train_points(points: list[TrainCell], on_done: Callable[[int, Any], None]) -> list[Any]:
         results = []
-        for i, (cfg, learner) in enumerate(points):
+        for i, point in enumerate(points):
             try:
-                results.append(train(cfg, learner))
+                results.append(train(point))
             except NonFiniteError as error:
                 results.append(error)
             on_done(i, results[-1])

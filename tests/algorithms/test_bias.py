@@ -77,8 +77,7 @@ def test_fit_chooses_the_pair_with_the_best_meta_val_score():
     val = ((vx[:, :3], vy[:, :3]), (vx[:, 3:], vy[:, 3:]))
     grid = {"item_shrinkage": [0.0, 10.0, 1000.0], "user_shrinkage": [0.0, 5.0]}
     learner = make("bias", steps=1, inner_lr=1.0, **grid)
-    cfg = types.SimpleNamespace(model=types.SimpleNamespace(hidden=[2], activation="tanh"))
-    task = Task.build(cfg, source, "bias")
+    task = Task.build(types.SimpleNamespace(hidden=[2], activation="tanh"), source, "bias")
     result = fit_bias(learner, task, source, val, torch.device("cpu"))
     scores = {}
     for li in grid["item_shrinkage"]:

@@ -1,0 +1,98 @@
+"""The evaluations the report is built from: each benchmark's metrics per learner
+(:func:`collect`) and per-task scores (:func:`read_scores`), the numbers of the metrics files
+made of them, which learners are meta-learners and which is the baseline, and how a benchmark's
+learners compare (its metric's direction, the better and the best mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from metalearn import paths
+from metalearn.config import Config, learners_of
+from metalearn.io import read_json
+
+Results = dict[str, dict[str, dict[str, Any]]]  # benchmark -> learner -> eval metrics
+Scores = dict[str, dict[str, np.ndarray]]  # benchmark -> learner -> per-task scores
+
+
+META_LEARNERS = ("maml", "fomaml", "reptile", "imaml", "adjoint")
+BASELINE = "scratch"  # every meta-learner must beat it
+
+
+def collect(cfg: Config, root: Path = Path()) -> Results:
+    """``{benchmark: {learner: eval metrics}}`` for the pipeline's benchmarks and the learners of
+    each (:func:`metalearn.config.learners_of`: the bias baseline on collaborative filtering)."""
+    results = {}
+    for benchmark in cfg.pipeline.benchmarks:
+        path = root / paths.eval_metrics(benchmark)
+        found = read_json(path)
+        learners = learners_of(cfg, benchmark)
+        missing = [lr for lr in learners if lr not in found]
+        if missing:
+            raise FileNotFoundError(
+                f"{path} has no evaluation of {', '.join(missing)}; run evaluate@{benchmark}"
+            )
+        results[benchmark] = {lr: found[lr] for lr in learners}
+    return results
+
+
+def headline_metrics(results: Results) -> dict[str, dict[str, float]]:
+    """The DVC metrics file (``dvc exp show``): ``{benchmark: {learner: meta-test mean}}``,
+    numbers only; intervals, paired tests and bookkeeping stay in ``summary.json``."""
+    return {b: {lr: r["mean"] for lr, r in by.items()} for b, by in results.items()}
+
+
+def summary_metrics(results: Results) -> dict[str, Any]:
+    """``{benchmark: {learner: {<metric>: mean, ci}}}``, the head of ``summary.json``."""
+    return {
+        benchmark: {
+            learner: {r["metric"]: r["mean"], "ci": r["ci"]} for learner, r in by_learner.items()
+        }
+        for benchmark, by_learner in results.items()
+    }
+
+
+def read_scores(results: Results, root: Path = Path()) -> Scores:
+    """``{benchmark: {learner: per-task scores, in task order}}`` from evaluate's parquet files,
+    for each benchmark that has every learner's file (the others get no paired statistics)."""
+    scores = {}
+    for benchmark, by_learner in results.items():
+        files = {lr: root / paths.eval_per_task(lr, benchmark) for lr in by_learner}
+        if not all(f.is_file() for f in files.values()):
+            continue
+        frames = {lr: pl.read_parquet(f).sort("task") for lr, f in files.items()}
+        first = next(iter(frames))
+        for lr, frame in frames.items():
+            if not frame["task"].equals(frames[first]["task"]):
+                raise ValueError(
+                    f"{files[lr]} and {files[first]} score different tasks; run "
+                    f"evaluate@{benchmark} again"
+                )
+        scores[benchmark] = {
+            lr: frame[by_learner[lr]["metric"]].to_numpy().astype(np.float64)
+            for lr, frame in frames.items()
+        }
+    return scores
+
+
+def _higher(by_learner: dict[str, dict[str, Any]]) -> bool:
+    return next(iter(by_learner.values()))["higher_is_better"]
+
+
+def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["mean"] > b["mean"] if a["higher_is_better"] else a["mean"] < b["mean"]
+
+
+def _pick(by_learner: dict[str, dict[str, Any]]) -> Callable:
+    """``max`` where the metric is higher-is-better, else ``min``."""
+    return max if _higher(by_learner) else min
+
+
+def _best_learner(by_learner: dict[str, dict[str, Any]]) -> str:
+    return _pick(by_learner)(by_learner, key=lambda name: by_learner[name]["mean"])

@@ -1,0 +1,136 @@
+"""The report stage's files: ``results/summary.md`` assembled from the tables and notes
+(:func:`markdown`), ``summary.json``, the DVC metrics file and the plots, each written
+atomically (:func:`write_report`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from metalearn import paths
+from metalearn.config import Config
+from metalearn.io import atomic_dir, atomic_file, write_json
+from metalearn.report.claims import (
+    Claims,
+    Comparisons,
+    best_against_published,
+    claims_json,
+    compare_all,
+    paired_json,
+    paper_claims,
+    sanity_checks,
+)
+from metalearn.report.families import FAMILIES
+from metalearn.report.plots import _log_plots, bar_chart, curves_chart
+from metalearn.report.protocol import changes_from_default, protocol_differences, protocol_table
+from metalearn.report.provenance import default_config, provenance, provenance_line
+from metalearn.report.results import (
+    Results,
+    collect,
+    headline_metrics,
+    read_scores,
+    summary_metrics,
+)
+from metalearn.report.tables import (
+    _tasks,
+    best_table,
+    claims_section,
+    family_table,
+    other_table,
+    paired_section,
+)
+
+
+def markdown(
+    cfg: Config,
+    results: Results,
+    checks: dict[str, Any],
+    prov: dict[str, Any],
+    default: Config | None = None,
+    best: dict[str, dict[str, Any]] | None = None,
+    comparisons: Comparisons | None = None,
+    claims: Claims | None = None,
+) -> str:
+    """The whole ``summary.md``; without ``comparisons`` (no per-task scores read) no paired
+    section and the best mean alone in bold."""
+    confidence = cfg.eval.confidence
+    most = max(_tasks(results, b) for b in results)
+    parts = [
+        "# Results",
+        "",
+        provenance_line(prov),
+        "",
+        f"Each cell: mean over the benchmark's first {most} fixed meta-test tasks (fewer where a "
+        f"column says so) ± the {confidence:.0%} Student-t half-width (bold: see each table); † "
+        "marks a meta-learner whose mean does not beat the `scratch` baseline's there.",
+        "",
+    ]
+    placed: set[str] = set()
+    for family in FAMILIES:
+        if any(b in results for b in family.columns):
+            parts.append(family_table(family, results, cfg, comparisons))
+            placed |= set(family.columns)
+    if rest := [b for b in results if b not in placed]:
+        parts.append(other_table(rest, results, cfg, comparisons))
+    if best:
+        parts.append(best_table(best))
+    if claims:
+        parts.append(claims_section(cfg, claims))
+    parts += ["### Sanity checks", ""]
+    bad = checks["not_beating_scratch"]
+    if not bad:
+        parts.append("- Every meta-learner beats `scratch` on every benchmark.")
+    else:
+        by_benchmark: dict[str, list[str]] = {}
+        for cell in bad:
+            learner, _, benchmark = cell.partition("-")
+            by_benchmark.setdefault(benchmark, []).append(learner)
+        where = "; ".join(f"{b}: {', '.join(names)}" for b, names in by_benchmark.items())
+        parts.append(f"- Not better than `scratch` ({len(bad)} cells, marked †): {where}.")
+    if om := checks.get("omniglot_maml"):
+        verdict = "reached" if om["ok"] else "NOT reached"
+        parts.append(
+            f"- MAML on Omniglot 5-way 1-shot: {100 * om['accuracy']:.1f} % "
+            f"(target {100 * om['target']:.0f} %: {verdict})."
+        )
+    parts += ["", "### Protocol as run", "", protocol_table(cfg, results)]
+    if diffs := protocol_differences(cfg, results):
+        parts += ["### Differences from the papers' protocols", ""]
+        parts += [f"- {d}" for d in diffs] + [""]
+    if default is not None and (changes := changes_from_default(cfg, default, results)):
+        parts += [
+            f"### Changes from the default protocol (`params.yaml` at `{prov['commit']}`)",
+            "",
+        ]
+        parts += [f"- {c}" for c in changes] + [""]
+    if comparisons is not None:
+        parts.append(paired_section(results, comparisons, confidence))
+    return "\n".join(parts)
+
+
+def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> dict[str, Any]:
+    """Write ``results/summary.{json,md}`` and ``results/plots/*.png``; return the summary."""
+    results = collect(cfg, root)
+    checks = sanity_checks(results)
+    prov = provenance(cfg, results, root)
+    best = best_against_published(results, cfg)
+    scores = read_scores(results, root)
+    comparisons = compare_all(results, scores, cfg.eval.confidence)
+    claims = paper_claims(cfg, results, scores)
+    summary = {**summary_metrics(results), "checks": checks, "best": best, "provenance": prov}
+    for b, comparison in comparisons.items():
+        summary[b]["paired"] = paired_json(comparison)
+    summary["claims"] = {b: claims_json(found) for b, found in claims.items()}
+    with atomic_dir(root / paths.PLOTS) as plots:
+        for benchmark, by_learner in results.items():
+            bar_chart(benchmark, by_learner, plots / f"{benchmark}-test.png")
+            curves_chart(cfg, benchmark, plots / f"{benchmark}-curves.png", root)
+    with atomic_file(root / paths.SUMMARY_MD) as tmp:
+        text = markdown(cfg, results, checks, prov, default_config(root), best, comparisons, claims)
+        tmp.write_text(text)
+    write_json(root / paths.SUMMARY_JSON, summary)
+    write_json(root / paths.METRICS_JSON, headline_metrics(results))
+    if log_plots:
+        _log_plots(results, root / paths.PLOTS)
+    return summary

@@ -63,8 +63,10 @@ class TrainCell:
         """The values that decide the cell's outputs, as stage resolve writes them."""
         head = {"learner": self.learner, "benchmark": self.benchmark, "dataset": self.dataset}
         if self.learner in CF_ONLY_LEARNERS:  # a closed-form fit: no model or meta-training
+            unused = ("steps", "inner_lr")  # the fit uses its shrinkages only, not K or α
+            algo = {k: v for k, v in self.options.items() if k not in unused}
             train = {"device": self.device, "threads": self.threads, "seed": self.seed}
-            return {**head, "algo": dict(self.options), "train": train}
+            return {**head, "algo": algo, "train": train}
         algo = {"adapt": self.adapt, **self.options}
         algo |= {"iterations": self.iterations, "meta_lr": self.meta_lr}
         train = {k: getattr(self, k) for k in ("meta_batch", "val_every", "seed", "seeds")}
@@ -75,14 +77,11 @@ class TrainCell:
 def train_cell(cfg: Config, learner: str, benchmark: str) -> TrainCell:
     """The cell ``train@<learner>-<benchmark>`` of ``cfg`` (the whole, validated config)."""
     b = benchmark_config(cfg, benchmark)
-    options = learner_options(b, learner)
-    if learner in CF_ONLY_LEARNERS:  # the bias fit uses its shrinkages only, not K or α
-        options = {k: v for k, v in options.items() if k not in ("steps", "inner_lr")}
     return TrainCell(
         learner=learner,
         benchmark=benchmark,
         dataset=cfg.pipeline.benchmarks[benchmark].dataset,
-        options=options,
+        options=learner_options(b, learner),
         adapt=b.algo.adapt,
         iterations=iterations(b, learner),
         meta_lr=meta_lr(b, learner),

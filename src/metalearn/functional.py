@@ -99,6 +99,32 @@ def hvp(loss_fn: LossFn, fast: Params, slow: Params, batch: Any, v: Params) -> P
     return tangent
 
 
+def hvp_at(loss_fn: LossFn, fast: Params, slow: Params, batch: Any) -> Callable[[Params], Params]:
+    """``v -> hvp(loss_fn, fast, slow, batch, v)``, for several products at one point.
+
+    Reverse-over-reverse: one ``vjp`` of the fast gradient builds its graph once, and each
+    product is one backward pass through it (the Hessian is symmetric, so the pullback of ``v``
+    is ``H_ff v`` on the fast keys and the mixed term on the slow keys). Two products at a
+    state then cost one gradient and two backward passes instead of two forward-over-reverse
+    passes. A loss whose double backward does not run under ``vmap`` (batch norm on the
+    batch's statistics: torch's rule reads ``.data``) sets ``loss_fn.reverse_hvp = False``
+    and gets :func:`hvp` for every product.
+    """
+    if not getattr(loss_fn, "reverse_hvp", True):
+        return lambda v: hvp(loss_fn, fast, slow, batch, v)
+
+    def fast_grad(fast: Params, slow: Params) -> Params:
+        return torch.func.grad(lambda f: loss_fn({**slow, **f}, batch))(fast)
+
+    _, pullback = torch.func.vjp(fast_grad, fast, slow)
+
+    def product(v: Params) -> Params:
+        on_fast, on_slow = pullback(v)
+        return {**on_slow, **on_fast}
+
+    return product
+
+
 def safe_div(num: Tensor, den: Tensor) -> Tensor:
     """``num / den``, and 0 where ``den`` is 0 (a converged CG iteration); ``vmap``-safe."""
     tiny = torch.finfo(den.dtype).tiny

@@ -336,6 +336,8 @@ def make_loss(model: nn.Module, kind: str) -> LossFn:
         x, y = batch
         return ell(predict(params, x), y)
 
+    if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        loss_fn.reverse_hvp = False  # type: ignore[attr-defined]  # see functional.hvp_at
     if "body_only" in inspect.signature(model.forward).parameters:
         # head(body(x)) (+ an offset): a head-only inner loop can run on the body's features
         loss_fn.head_split = HeadSplit(  # type: ignore[attr-defined]

@@ -81,14 +81,20 @@ class AdjointMAML(MetaLearner):
             lam = {k: query_grad[k] for k in fast}
             slow_grad = {k: query_grad[k] for k in slow}
             a = self.inner_lr
+            # Heun takes two products at each state u_j (with l~_j, then with l_j one step
+            # later): each state is linearised once, and kept until its second product.
+            hessian_next = (
+                F.hvp_at(loss_fn, u_next, slow, support) if self.scheme == "heun" else None
+            )
             for u in states:  # u_j for j = K-1 .. 0, with u_next = u_{j+1}
                 if self.scheme == "euler":
                     h = F.hvp(loss_fn, u, slow, support, lam)
                     lam, slow_grad = F.axpy(-a, h, lam), F.axpy(-a, h, slow_grad)
                 else:
-                    h_next = F.hvp(loss_fn, u_next, slow, support, lam)
+                    h_next = hessian_next(lam)
                     lam_tilde = F.axpy(-a, h_next, lam)
-                    h = F.hvp(loss_fn, u, slow, support, lam_tilde)
+                    hessian_next = F.hvp_at(loss_fn, u, slow, support)
+                    h = hessian_next(lam_tilde)
                     both = {k: h_next[k] + h[k] for k in h}
                     lam, slow_grad = F.axpy(-a / 2, both, lam), F.axpy(-a / 2, both, slow_grad)
                 u_next = u

@@ -77,13 +77,15 @@ class IMAML(MetaLearner):
                 F.merge(params, phi)
             )
 
+            hessian = F.hvp_at(loss_fn, phi, slow, support)  # linearised once at phi
+
             def matvec(v: Params) -> Params:  # (I + H/lam) v on the fast keys
-                hv = F.hvp(loss_fn, phi, slow, support, v)
+                hv = hessian(v)
                 return {k: v[k] + hv[k] / self.lam for k in v}
 
             g = conjugate_gradient(matvec, {k: query_grad[k] for k in phi}, self.cg_steps)
             grads = dict(g)
             if slow:  # the mixed term for the parameters held at theta
-                mixed = F.hvp(loss_fn, phi, slow, support, g)
+                mixed = hessian(g)
                 grads.update({k: query_grad[k] - mixed[k] / self.lam for k in slow})
             return {k: grads[k] for k in params}, loss

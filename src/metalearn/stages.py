@@ -97,14 +97,21 @@ def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
         run_id = log.run_id
     first = runs[0]
     # where meta-val stopped improving: the point whose parameters meta-test uses
+    compile_seconds = round(sum(r.compile_seconds for r in runs), 3)
     tracking.log_to_run(
-        run_id, {"best_iteration": first.best_iteration, "best_meta_val": first.best_val}
+        run_id,
+        {
+            "best_iteration": first.best_iteration,
+            "best_meta_val": first.best_val,
+            "compile_seconds": compile_seconds,  # 0 when eager (train.compile)
+        },
     )
     final = first.curve[-1]
     metrics = {  # of the first seed; the checkpoint has every seed's
         "mlflow_run_id": run_id,
         "device": str(device),
         "seconds": round(sum(r.seconds for r in runs), 3),
+        "compile_seconds": compile_seconds,  # within seconds: the seeds' first meta-gradients
         "seeds": len(seeds),
         "iterations": final["iteration"],  # 0 for a learner that is not meta-trained
         **{k: v for k, v in final.items() if k != "iteration"},
@@ -323,6 +330,7 @@ def _loaded_errors() -> list[type[Exception]]:
     found = []
     for module, name in (
         ("metalearn.training", "NonFiniteError"),
+        ("metalearn.training", "CompileError"),
         ("metalearn.data.download", "DownloadError"),
     ):
         if module in sys.modules:

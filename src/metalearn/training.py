@@ -41,6 +41,10 @@ class NonFiniteError(RuntimeError):
     (grew past :data:`DIVERGENCE` times its first value)."""
 
 
+class CompileError(RuntimeError):
+    """``torch.compile`` cannot compile a learner's meta-gradient on this machine."""
+
+
 #: A meta-training loss this many times its first iteration's has diverged (a finite 1e12 is
 #: as lost as a NaN; a learning curve that falls never comes near it).
 DIVERGENCE = 1e6
@@ -140,6 +144,27 @@ class TrainResult:
     best_val: float = math.nan
     fitted: dict[str, Any] = field(default_factory=dict)
     grid: list[dict[str, float]] = field(default_factory=list)  # a fitted learner's candidates
+    compile_seconds: float = 0.0  # the first compiled meta-gradient (compiling it included)
+
+
+def compiled_meta_grad(learner: MetaLearner, cell: TrainCell) -> Callable:
+    """``learner.batched_meta_grad_and_loss`` through ``torch.compile`` (inductor: the inner
+    loop's many small operations fused into a few kernels). Same arguments and results; a
+    learner that torch cannot compile here raises :class:`CompileError` naming the fix."""
+    compiled = torch.compile(learner.batched_meta_grad_and_loss)
+
+    def meta_grad(*args: Any) -> tuple[Params, torch.Tensor]:
+        try:
+            return compiled(*args)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CompileError(
+                f"{cell.learner} on {cell.benchmark}: torch.compile cannot compile its "
+                f"meta-gradient ({type(error).__name__}: {first}); set train.compile: false "
+                "(for this benchmark: pipeline.benchmarks.<name>.train.compile) and re-run"
+            ) from None
+
+    return meta_grad
 
 
 def to_device(tree: Any, device: torch.device) -> Any:
@@ -194,12 +219,19 @@ def meta_train(
         if on_metrics is not None:
             on_metrics(0, row)
     last = cell.iterations if learner.meta_trained else 0
+    compiled = cell.compile and learner.meta_trained
+    meta_grad = (
+        compiled_meta_grad(learner, cell) if compiled else learner.batched_meta_grad_and_loss
+    )
     steps = range(1, last + 1)
     bar = tqdm(steps, desc=f"train {learner_name} on {benchmark}", disable=not sys.stderr.isatty())
     first_loss = None
     for iteration in bar:
         support, query = to_device(source.sample_train(cell.meta_batch, tasks_rng), device)
-        grads, loss = learner.batched_meta_grad_and_loss(task.loss_fn, params, support, query)
+        step_start = time.perf_counter()
+        grads, loss = meta_grad(task.loss_fn, params, support, query)
+        if compiled and iteration == 1:
+            result.compile_seconds = time.perf_counter() - step_start
         _check_finite(loss, grads, learner_name, benchmark, iteration)
         first_loss = float(loss) if first_loss is None else first_loss
         _check_divergence(float(loss), first_loss, learner_name, benchmark, iteration)

@@ -29,15 +29,19 @@ from typing import Any
 
 from metalearn import paths
 from metalearn.config import Config, TuneConfig, default_params_path
-from metalearn.spec import TrainCell
+from metalearn.spec import COMPILE_FROM, TrainCell
 
 Row = dict[str, Any]
 
 
 def point_cell(cell: TrainCell, inner_lr: float, meta_lr: float, budget: int) -> TrainCell:
-    """``cell`` with the inner step size, meta-lr and budget of a grid point, on one seed."""
+    """``cell`` with the inner step size, meta-lr and budget of a grid point, on one seed;
+    compiled only for a budget that repays compiling (each point's step size is a new graph)."""
     options = {**cell.options, "inner_lr": inner_lr}
-    return dataclasses.replace(cell, options=options, meta_lr=meta_lr, iterations=budget, seeds=1)
+    compiled = cell.compile and budget >= COMPILE_FROM
+    return dataclasses.replace(
+        cell, options=options, meta_lr=meta_lr, iterations=budget, seeds=1, compile=compiled
+    )
 
 
 def tune(

@@ -125,6 +125,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"]
     threads: NonNegative
     workers: AtLeast1  # processes meta-training at once (parallel.py)
+    # torch.compile the meta-gradient (training.py); auto: for a long enough run (spec.py)
+    compile: Literal["auto"] | Bool
 
 
 @section

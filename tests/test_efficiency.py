@@ -11,12 +11,12 @@ from metalearn.config import ConfigError
 from metalearn.efficiency import (
     accuracy,
     accuracy_sweep,
-    higher_maml_grad,
     make_problem,
     max_rel_diff,
     peers,
     plot_accuracy,
     plot_time_memory,
+    reference,
     run_point,
     steps_per_second,
     sweep,
@@ -63,13 +63,20 @@ def test_a_point_runs_in_its_own_process_and_reports_what_ran_out():
     assert late["status"] == "timeout"
 
 
-def test_higher_agrees_with_our_maml():
-    pytest.importorskip("higher")
-    problem = make_problem("cf_mlp", meta_batch=3, dtype=torch.float64)
-    ours = make("maml", steps=4, inner_lr=0.01).batched_meta_grad(
+@pytest.mark.parametrize("problem_name", ["cf_mlp", "omniglot_conv4"])
+@pytest.mark.parametrize("learner", ["maml", "fomaml", "reptile", "imaml", "adjoint"])
+def test_the_reference_and_every_peer_agree_with_ours_in_float64(problem_name, learner):
+    """On the Conv4 too, where batch norm makes a wrong form (``grad`` outside ``vmap``) show."""
+    from metalearn.efficiency.references import PEERS
+
+    problem = make_problem(problem_name, meta_batch=2, dtype=torch.float64)
+    ours = make(learner, steps=3, inner_lr=0.05).batched_meta_grad(
         problem.loss_fn, problem.params, problem.support, problem.query
     )
-    assert max_rel_diff(higher_maml_grad(problem, steps=4, inner_lr=0.01), ours) < 1e-12
+    assert max_rel_diff(reference(learner, problem, steps=3, lr=0.05), ours) < 1e-12
+    for name, peer in PEERS.get(learner, {}).items():
+        pytest.importorskip(name.split()[0].split(".")[0])
+        assert max_rel_diff(peer(problem, 3, 0.05), ours) < 1e-12, name
 
 
 def test_steps_per_second_counts_calls():
@@ -82,10 +89,14 @@ def test_steps_per_second_counts_calls():
 
 
 def test_peers_check_agreement_then_time_each_implementation():
-    rows = peers("cf_mlp", meta_batch=2, steps=2, seconds=0.05, rounds=2)
-    names = [r["implementation"] for r in rows]
-    assert names[:2] == ["ours, batched (vmap)", "ours, per-task loop"]
+    rows = peers(
+        "cf_mlp", meta_batch=2, steps=2, learners=("maml", "reptile"), seconds=0.05, rounds=2
+    )
+    names = [(r["learner"], r["implementation"]) for r in rows]
+    assert names[:2] == [("maml", "ours"), ("maml", "reference (vmap(grad))")]
+    assert ("reptile", "reference (vmap(grad))") in names
     assert all(r["steps_per_s"] > 0 and r["max_rel_diff_float64"] < 1e-10 for r in rows)
+    assert all(r["ours_over"] == 1.0 for r in rows if r["implementation"] == "ours")
 
 
 def test_sweep_skips_the_larger_steps_after_a_failure(tmp_path):
@@ -120,16 +131,33 @@ def test_targets_from_rows():
         row("imaml", "imaml", 1, 0.1, 100), row("imaml", "imaml", 100, 1.0, 101),
         row("adjoint", "adjoint", 1, 0.1, 100), row("adjoint", "adjoint", 100, 3.0, 140),
     ]  # fmt: skip
+
+    def peer_row(problem, implementation, ours_over):
+        return {"problem": problem, "learner": "maml", "steps": 5,
+                "implementation": implementation, "ours_over": ours_over}  # fmt: skip
+
     peer = [
-        {"problem": "cf_mlp", "implementation": "ours, batched (vmap)", "steps_per_s": 20.0},
-        {"problem": "cf_mlp", "implementation": "higher", "steps_per_s": 2.0},
+        peer_row("cf_mlp", "ours", 1.0),
+        peer_row("cf_mlp", "reference (vmap(grad))", 1.1),
+        peer_row("cf_mlp", "higher", 8.0),
+        peer_row("cf_mlp", "torchopt (functional + vmap)", 0.9),
+        peer_row("omniglot_conv4", "ours", 1.0),
+        peer_row("omniglot_conv4", "reference (vmap(grad))", 0.8),
+        peer_row("omniglot_conv4", "higher", 1.2),
     ]
     out = targets(rows, peer)["cf_mlp"]
     assert out["maml"]["memory_slope_mib_per_step"] == pytest.approx(2.0)
     assert out["maml"]["r2"] == pytest.approx(1.0)
     assert out["imaml"]["ok"] and not out["adjoint"]["ok"]  # 1.4 > 1.25
     assert out["adjoint"]["time_over_imaml"] == pytest.approx(3.0) and not out["adjoint"]["time_ok"]
-    assert out["batched_over_higher"] == {"speedup": 10.0, "target": 3.0, "ok": True}
+    assert out["peers"]["maml_k5"] == {
+        "over_reference": 1.1,
+        "reference_ok": True,
+        "best_peer": "torchopt (functional + vmap)",  # the fastest: ours over it is smallest
+        "over_best_peer": 0.9,
+    }
+    conv = targets([], peer)["omniglot_conv4"]["peers"]["maml_k5"]
+    assert not conv["reference_ok"] and not conv["best_peer_ok"]  # 1.2 < the Conv4's 1.3
 
     # a K = 1 peak below the resolution (0 bytes) gives no ratio and no verdict, not a crash
     zero = [row("fomaml", "fomaml", 1, 0.1, 0), row("fomaml", "fomaml", 10, 0.2, 1)]
@@ -149,7 +177,7 @@ def tiny_efficiency(**changes):
         "efficiency.repeats": "1",
         "efficiency.accuracy_steps": "[1,2]",
         "efficiency.accuracy_meta_batch": "1",
-        "efficiency.peers": "{cf_mlp:{meta_batch:2,steps:1}}",
+        "efficiency.peers": "{cf_mlp:{meta_batch:2,steps:[1]}}",
         "efficiency.peer_seconds": "0.05",
         **changes,
     }
@@ -173,7 +201,7 @@ def test_stage_writes_csvs_plots_and_targets_all_at_once(tmp_path):
     assert names == {"time_memory.csv", "accuracy.csv", "peers.csv", "targets.json",
                      "time_memory.png", "accuracy.png", "summary.md"}  # fmt: skip
     summary = (out / "summary.md").read_text()
-    assert "| imaml | " in summary and "ours, batched (vmap)" in summary
+    assert "| imaml | " in summary and "reference (vmap(grad))" in summary
     assert write_summary(out).read_text() == summary  # the same tables from the CSVs
     rows = pl.read_csv(out / "time_memory.csv")
     assert set(rows["status"]) == {"ok"} and set(rows["variant"]) == {
@@ -195,7 +223,7 @@ def test_stage_writes_csvs_plots_and_targets_all_at_once(tmp_path):
 def test_efficiency_params_are_validated():
     with pytest.raises(ConfigError, match=r"unknown problem 'efficiency\.meta_batch\.resnet'"):
         tiny_efficiency(**{"efficiency.meta_batch": "{resnet:2}"})
-    with pytest.raises(ConfigError, match=r"efficiency\.peers\.cf_mlp\.steps = 0"):
-        tiny_efficiency(**{"efficiency.peers": "{cf_mlp:{meta_batch:2,steps:0}}"})
+    with pytest.raises(ConfigError, match=r"efficiency\.peers\.cf_mlp\.steps\[0\] = 0"):
+        tiny_efficiency(**{"efficiency.peers": "{cf_mlp:{meta_batch:2,steps:[0]}}"})
     with pytest.raises(ConfigError, match=r"efficiency\.variants\.x\.learner = 'sgd'"):
         tiny_efficiency(**{"efficiency.variants": "{x:{learner:sgd}}"})

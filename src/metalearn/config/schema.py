@@ -339,7 +339,7 @@ class EfficiencyVariant:
 @section
 class PeerProblem:
     meta_batch: AtLeast1
-    steps: AtLeast1
+    steps: Annotated[list[AtLeast1], Field(min_length=1), Unique]  # each K compared
 
 
 StepList = Annotated[list[AtLeast1], Field(min_length=1), Unique]

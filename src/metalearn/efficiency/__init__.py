@@ -17,7 +17,9 @@ over building the problem and its first meta-gradient, minus the resident size a
 The package, one job per module: :mod:`~metalearn.efficiency.problems` (the problems),
 :mod:`~metalearn.efficiency.time_memory` (time and peak memory, a point per process),
 :mod:`~metalearn.efficiency.grad_accuracy` (error against exact MAML),
-:mod:`~metalearn.efficiency.throughput` (steps per second against ``higher``),
+:mod:`~metalearn.efficiency.throughput` (steps per second against the peers and a reference),
+:mod:`~metalearn.efficiency.references` (each learner written independently: the hand-written
+``torch.func`` reference and the peer libraries' forms),
 :mod:`~metalearn.efficiency.summary` (the targets and the Markdown summary),
 :mod:`~metalearn.efficiency.plots` (the figures; matplotlib only there) and
 :mod:`~metalearn.efficiency.stage` (the stage and ``python -m metalearn.efficiency``).
@@ -26,15 +28,10 @@ The package, one job per module: :mod:`~metalearn.efficiency.problems` (the prob
 from metalearn.efficiency.grad_accuracy import accuracy, accuracy_sweep
 from metalearn.efficiency.plots import plot_accuracy, plot_time_memory
 from metalearn.efficiency.problems import PROBLEMS, Problem, make_problem
+from metalearn.efficiency.references import higher_maml, reference
 from metalearn.efficiency.stage import main, run_stage, variant_specs
 from metalearn.efficiency.summary import summary_markdown, targets, write_summary
-from metalearn.efficiency.throughput import (
-    higher_maml_grad,
-    maml_forms,
-    max_rel_diff,
-    peers,
-    steps_per_second,
-)
+from metalearn.efficiency.throughput import forms, max_rel_diff, peers, steps_per_second
 from metalearn.efficiency.time_memory import measure, run_point, sweep
 
 __all__ = [
@@ -42,15 +39,16 @@ __all__ = [
     "Problem",
     "accuracy",
     "accuracy_sweep",
-    "higher_maml_grad",
+    "forms",
+    "higher_maml",
     "main",
     "make_problem",
-    "maml_forms",
     "max_rel_diff",
     "measure",
     "peers",
     "plot_accuracy",
     "plot_time_memory",
+    "reference",
     "run_point",
     "run_stage",
     "steps_per_second",

@@ -61,7 +61,8 @@ def run_stage(cfg: EfficiencyConfig, out: Path) -> dict[str, Any]:
     peer_rows = [
         row
         for problem, peer in cfg.peers.items()
-        for row in peers(problem, peer.meta_batch, peer.steps, seconds=cfg.peer_seconds,
+        for steps in peer.steps
+        for row in peers(problem, peer.meta_batch, steps, seconds=cfg.peer_seconds,
                          device=device)
     ]  # fmt: skip
     found = targets(time_memory, peer_rows)

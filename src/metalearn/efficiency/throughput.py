@@ -1,6 +1,7 @@
-"""Throughput against a peer library: meta-training steps per second of MAML as our batched
-path, our per-task loop and ``higher`` (:func:`peers`), after checking in float64 that their
-meta-gradients agree.
+"""Throughput against peers: meta-training steps per second of every learner as ours (the
+batched path), a hand-written ``torch.func`` reference and each peer library that computes it
+(:mod:`metalearn.efficiency.references`), after checking in float64 that their meta-gradients
+agree (:func:`peers`).
 """
 
 from __future__ import annotations
@@ -10,42 +11,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from metalearn.algorithms import make
 from metalearn.efficiency.problems import Problem, _pair, make_problem
+from metalearn.efficiency.references import PEERS, reference
 from metalearn.functional import Params
 
-
-def higher_maml_grad(problem: Problem, steps: int, inner_lr: float) -> Params:
-    """MAML's mean meta-gradient computed with ``higher`` (one task at a time, as it works):
-    the peer reference. Needs the optional ``higher`` package."""
-    import higher
-
-    model = problem.model
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(problem.params[name])
-    model.zero_grad()
-    opt = torch.optim.SGD(model.parameters(), lr=inner_lr)
-    n = problem.support[0].shape[0]
-    for i in range(n):
-        support = tuple(t[i] for t in problem.support)
-        query = tuple(t[i] for t in problem.query)
-        with higher.innerloop_ctx(model, opt, copy_initial_weights=False) as (fmodel, diffopt):
-            for _ in range(steps):
-                diffopt.step(_module_loss(problem, fmodel, support))
-            (_module_loss(problem, fmodel, query) / n).backward()
-    return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
-
-
-def _module_loss(problem: Problem, module: Callable, batch: tuple[Tensor, Tensor]) -> Tensor:
-    """The problem's loss through a module call (``higher``'s functional model)."""
-    x, y = batch
-    out = module(x)
-    if y.is_floating_point():
-        return (out.squeeze(-1) - y).square().mean()
-    return nn.functional.cross_entropy(out, y)
+#: The learners compared, with their options as params.yaml's (the adjoint's trajectory and
+#: scheme, iMAML's lambda and CG steps are the defaults there and in the references).
+LEARNERS = ("maml", "fomaml", "reptile", "imaml", "adjoint")
+OURS, REFERENCE = "ours", "reference (vmap(grad))"
 
 
 def steps_per_second(
@@ -82,78 +58,81 @@ def _training_step(form: Callable[[], Params], theta: Params) -> Callable[[], No
     return step
 
 
-def maml_forms(problem: Problem, steps: int, inner_lr: float) -> dict[str, Callable[[], Params]]:
-    """MAML's mean meta-gradient on ``problem`` three ways: our batched path, our per-task loop
-    and ``higher`` (when installed: ``pip install -e '.[bench]'``)."""
-    learner = make("maml", steps=steps, inner_lr=inner_lr)
+def forms(
+    problem: Problem, learner: str, steps: int, inner_lr: float
+) -> dict[str, Callable[[], Params]]:
+    """``learner``'s mean meta-gradient on ``problem`` as ours, the hand-written reference and
+    each installed peer that computes it (``pip install -e '.[bench]'``: higher, torchopt)."""
+    ours = make(learner, steps=steps, inner_lr=inner_lr)
     pair = _pair(problem)
-    forms: dict[str, Callable[[], Params]] = {
-        "ours, batched (vmap)": lambda: learner.batched_meta_grad_and_loss(
-            problem.loss_fn, problem.params, *pair
-        )[0],
-        "ours, per-task loop": lambda: learner.looped_meta_grad_and_loss(
-            problem.loss_fn, problem.params, *pair
-        )[0],
+    found: dict[str, Callable[[], Params]] = {
+        OURS: lambda: ours.batched_meta_grad_and_loss(problem.loss_fn, problem.params, *pair)[0],
+        REFERENCE: lambda: reference(learner, problem, steps, inner_lr),
     }
-    try:
-        import higher  # noqa: F401 - optional
-
-        forms["higher"] = lambda: higher_maml_grad(problem, steps, inner_lr)
-    except ImportError:
-        pass
-    return forms
+    for name, peer in PEERS.get(learner, {}).items():
+        try:
+            __import__(name.split()[0].split(".")[0])
+        except ImportError:  # an optional peer that is not installed
+            continue
+        found[name] = lambda peer=peer: peer(problem, steps, inner_lr)
+    return found
 
 
 def peers(
     problem_name: str,
     meta_batch: int,
     steps: int,
+    learners: tuple[str, ...] = LEARNERS,
     inner_lr: float = 0.01,
     seconds: float = 5.0,
     device: str = "cpu",
     tolerance: float = 1e-10,
     rounds: int = 3,
+    check_meta_batch: int = 2,
 ) -> list[dict[str, Any]]:
-    """Meta-training steps per second (meta-gradient + an Adam step) of MAML as our batched
-    path, our per-task loop and ``higher``, on identical model, tasks and float32 numerics.
-    First checks, in float64 on the same tasks, that the meta-gradients agree to ``tolerance``
-    (raises otherwise): float32 round-off through batch norm over 5 images reaches 1e-3 and
-    would hide a real difference.
+    """Meta-training steps per second (meta-gradient + an Adam step) of each learner as ours,
+    the reference and its peers, on identical model, tasks and float32 numerics. First checks,
+    in float64 on ``check_meta_batch`` tasks, that every form's meta-gradient agrees with ours
+    to ``tolerance`` (raises otherwise): float32 round-off through batch norm over 5 images
+    reaches 1e-3 and would hide a real difference.
 
-    Each implementation is timed for ``seconds`` in all, in ``rounds`` interleaved rounds, and
-    its best round counts: a burst of load from other processes slows one round of each
-    implementation alike instead of one implementation's whole measurement."""
-    exact = {
-        name: form()
-        for name, form in maml_forms(
-            make_problem(problem_name, meta_batch, dtype=torch.float64), steps, inner_lr
-        ).items()
-    }
-    reference = exact["ours, per-task loop"]
-    diffs = {name: max_rel_diff(grads, reference) for name, grads in exact.items()}
-    for name, diff in diffs.items():
-        if not diff < tolerance:
-            raise RuntimeError(f"{name}: meta-gradient differs from the loop's by {diff:.2e}")
+    Each form is timed for ``seconds`` in all, in ``rounds`` interleaved rounds, and its best
+    round counts: a burst of load from other processes slows one round of each form alike
+    instead of one form's whole measurement. ``ours_over`` is ours' rate over the form's (above
+    1: ours is faster)."""
+    exact = make_problem(problem_name, check_meta_batch, dtype=torch.float64, device=device)
     problem = make_problem(problem_name, meta_batch, device=device)
-    training_steps = {
-        name: _training_step(form, problem.params)
-        for name, form in maml_forms(problem, steps, inner_lr).items()
-    }
-    for step in training_steps.values():
-        step()  # warm-up
-    rate = dict.fromkeys(training_steps, 0.0)
-    for _ in range(rounds):
-        for name, step in training_steps.items():
-            measured = steps_per_second(step, seconds / rounds, least=1, warm_up=False)
-            rate[name] = max(rate[name], measured)
-    return [
-        {
-            "problem": problem_name,
-            "implementation": name,
-            "meta_batch": meta_batch,
-            "steps": steps,
-            "steps_per_s": rate[name],
-            "max_rel_diff_float64": diffs[name],
+    rows = []
+    for learner in learners:
+        grads = {name: form() for name, form in forms(exact, learner, steps, inner_lr).items()}
+        diffs = {name: max_rel_diff(g, grads[OURS]) for name, g in grads.items()}
+        for name, diff in diffs.items():
+            if not diff < tolerance:
+                raise RuntimeError(
+                    f"{learner}, {name}: meta-gradient differs from ours by {diff:.2e}"
+                )
+        training_steps = {
+            name: _training_step(form, problem.params)
+            for name, form in forms(problem, learner, steps, inner_lr).items()
         }
-        for name in training_steps
-    ]
+        for step in training_steps.values():
+            step()  # warm-up
+        rate = dict.fromkeys(training_steps, 0.0)
+        for _ in range(rounds):
+            for name, step in training_steps.items():
+                measured = steps_per_second(step, seconds / rounds, least=1, warm_up=False)
+                rate[name] = max(rate[name], measured)
+        rows += [
+            {
+                "problem": problem_name,
+                "learner": learner,
+                "implementation": name,
+                "meta_batch": meta_batch,
+                "steps": steps,
+                "steps_per_s": rate[name],
+                "ours_over": rate[OURS] / rate[name],
+                "max_rel_diff_float64": diffs[name],
+            }
+            for name in training_steps
+        ]
+    return rows

@@ -65,6 +65,7 @@ class TrainCell:
     threads: int
     workers: int  # seeds meta-trained at once: the same numbers, so not in the spec
     compile: bool  # torch.compile the meta-gradient (float32 round-off differs: in the spec)
+    processes: int  # ranks sharing each meta-batch (the sums' round-off differs: in the spec)
 
     def spec(self) -> Spec:
         """The values that decide the cell's outputs, as stage resolve writes them."""
@@ -76,7 +77,7 @@ class TrainCell:
             return {**head, "algo": algo, "train": train}
         algo = {"adapt": self.adapt, **self.options}
         algo |= {"iterations": self.iterations, "meta_lr": self.meta_lr}
-        keys = ("meta_batch", "val_every", "seed", "seeds", "compile")
+        keys = ("meta_batch", "val_every", "seed", "seeds", "compile", "processes")
         train = {k: getattr(self, k) for k in keys}
         train |= {"device": self.device, "threads": self.threads}
         return {**head, "algo": algo, "model": dataclasses.asdict(self.model), "train": train}
@@ -106,6 +107,7 @@ def train_cell(cfg: Config, learner: str, benchmark: str) -> TrainCell:
         threads=b.train.threads,
         workers=b.train.workers,
         compile=compiled,
+        processes=b.train.processes,
     )
 
 

@@ -331,6 +331,7 @@ def _loaded_errors() -> list[type[Exception]]:
     for module, name in (
         ("metalearn.training", "NonFiniteError"),
         ("metalearn.training", "CompileError"),
+        ("metalearn.distributed", "DistributedError"),
         ("metalearn.data.download", "DownloadError"),
     ):
         if module in sys.modules:

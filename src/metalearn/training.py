@@ -18,6 +18,7 @@ from metalearn.algorithms import REGISTRY, MetaLearner, make
 from metalearn.algorithms.bias import Bias, fit_item_offsets
 from metalearn.config import ModelConfig
 from metalearn.data.episodes import TaskSource
+from metalearn.distributed import Shard, launch
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.functional import Params
 from metalearn.models import (
@@ -176,6 +177,7 @@ def meta_train(
     source: TaskSource,
     device: torch.device,
     on_metrics: MetricsCallback | None = None,
+    shard: Shard | None = None,
 ) -> TrainResult:
     """Meta-train the cell's learner on ``source`` for its ``iterations`` outer steps.
 
@@ -183,7 +185,9 @@ def meta_train(
     same numbers), takes the learner's mean meta-gradient over them (one ``vmap``) and steps
     Adam with ``meta_lr``. Every ``val_every`` steps (and at the last) the meta-val tasks are
     scored; the result holds the parameters of the best of those points, which meta-test then
-    uses (model selection on meta-val, not the last iterate). Raises
+    uses (model selection on meta-val, not the last iterate). With a ``shard`` (a rank of a
+    data-parallel run: :mod:`metalearn.distributed`) the meta-gradient is taken on this rank's
+    share of each meta-batch and averaged over the ranks, and only rank 0 meta-validates. Raises
     :class:`NonFiniteError` naming the learner, benchmark and iteration on a NaN/inf. A learner
     that is not meta-trained (``scratch``) keeps the initialisation: its curve is one
     meta-val point at iteration 0. The ``bias`` baseline is fitted instead (:func:`fit_bias`).
@@ -213,6 +217,7 @@ def meta_train(
         return {f"meta_val_{metric.name}": value}
 
     result = TrainResult(params={})
+    lead = shard is None or shard.rank == 0  # the rank that meta-validates
     if not learner.meta_trained:
         row = validate(0)
         result.curve.append({"iteration": 0, **row})
@@ -228,8 +233,12 @@ def meta_train(
     first_loss = None
     for iteration in bar:
         support, query = to_device(source.sample_train(cell.meta_batch, tasks_rng), device)
+        if shard is not None:  # every rank drew the same batch: this rank's tasks of it
+            support, query = shard.take((support, query), cell.meta_batch)
         step_start = time.perf_counter()
         grads, loss = meta_grad(task.loss_fn, params, support, query)
+        if shard is not None:
+            grads, loss = shard.average(grads, loss, cell.meta_batch)
         if compiled and iteration == 1:
             result.compile_seconds = time.perf_counter() - step_start
         _check_finite(loss, grads, learner_name, benchmark, iteration)
@@ -237,7 +246,7 @@ def meta_train(
         _check_divergence(float(loss), first_loss, learner_name, benchmark, iteration)
         optimizer.step(params, grads)
         row = {"meta_train_loss": float(loss)}
-        if iteration % cell.val_every == 0 or iteration == last:
+        if lead and (iteration % cell.val_every == 0 or iteration == last):
             row.update(validate(iteration))
             bar.set_postfix(row)
         result.curve.append({"iteration": iteration, **row})
@@ -274,15 +283,21 @@ def meta_train_seeds(
         suffix = f"/seed{seeds[i]}"
         return lambda step, row: on_metrics(step, {k + suffix: v for k, v in row.items()})
 
+    if cell.processes > 1 and REGISTRY[cell.learner].meta_trained:
+        results = launch(cell)  # torchrun: cell.processes ranks share each meta-batch
+        for i, result in enumerate(results):
+            _replay(logger(i), result)
+        return results
     if cell.workers <= 1 or len(seeds) == 1:
         return [meta_train(c, source, device, logger(i)) for i, c in enumerate(cells)]
 
-    def replay(i: int, result: TrainResult) -> None:
-        log = logger(i)
-        for row in result.curve if log is not None else ():
-            log(row["iteration"], {k: v for k, v in row.items() if k != "iteration"})
+    return train_all(cells, cell.workers, on_done=lambda i, result: _replay(logger(i), result))
 
-    return train_all(cells, cell.workers, on_done=replay)
+
+def _replay(log: MetricsCallback | None, result: TrainResult) -> None:
+    """Send a finished run's curve to ``log`` (a seed that ran in another process)."""
+    for row in result.curve if log is not None else ():
+        log(row["iteration"], {k: v for k, v in row.items() if k != "iteration"})
 
 
 class _Best:

@@ -13,6 +13,7 @@ from metalearn.config.schema import (
     Config,
     EfficiencyConfig,
     PipelineConfig,
+    TrainConfig,
 )
 
 
@@ -46,6 +47,22 @@ def _check_config(cfg: Config) -> None:
                 f"meta-test tasks (data.{dataset}); lower eval.tasks"
             )
         _check_cuda(effective.train.device, f"train.device = 'cuda' (benchmark {name!r})")
+        _check_processes(effective.train, name)
+
+
+def _check_processes(train: TrainConfig, benchmark: str) -> None:
+    """Data-parallel ranks each take a share of the meta-batch, and run one seed after another."""
+    if train.processes > train.meta_batch:
+        raise ConfigError(
+            f"train.processes = {train.processes}: benchmark {benchmark!r} has only "
+            f"{train.meta_batch} tasks a meta-batch to share; lower train.processes"
+        )
+    if train.processes > 1 and train.workers > 1:
+        raise ConfigError(
+            f"train.processes = {train.processes} and train.workers = {train.workers} (benchmark "
+            f"{benchmark!r}): use one of them (ranks share a meta-batch, workers run seeds at "
+            "once); set the other to 1"
+        )
 
 
 def _check_cf(pipeline: PipelineConfig) -> None:

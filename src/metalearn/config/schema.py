@@ -127,6 +127,7 @@ class TrainConfig:
     workers: AtLeast1  # processes meta-training at once (parallel.py)
     # torch.compile the meta-gradient (training.py); auto: for a long enough run (spec.py)
     compile: Literal["auto"] | Bool
+    processes: AtLeast1  # data-parallel ranks sharing each meta-batch (distributed.py)
 
 
 @section

@@ -85,13 +85,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m metalearn.efficiency", description=efficiency.__doc__.split("\n")[0]
     )
-    parser.add_argument("command", choices=["point", "summary"])
+    parser.add_argument("command", choices=["point", "summary", "peers"])
     parser.add_argument(
-        "arg", help="point: JSON spec (problem, learner, steps, ...); summary: the stage's folder"
+        "arg",
+        nargs="?",
+        help="point: JSON spec (problem, learner, steps, ...); summary: the stage's folder; "
+        "peers: nothing (params.yaml's efficiency.peers and peer_seconds, one thread)",
     )
     args = parser.parse_args(argv)
     if args.command == "summary":
         print(f"wrote {write_summary(Path(args.arg))}")
+    elif args.command == "peers":  # the stage's peer table alone (minutes, not the whole stage)
+        from metalearn.config import load_config
+
+        cfg = load_config().efficiency
+        torch.set_num_threads(1)
+        rows = [
+            row
+            for problem, peer in cfg.peers.items()
+            for steps in peer.steps
+            for row in peers(problem, peer.meta_batch, steps, seconds=cfg.peer_seconds)
+        ]
+        print(summary_markdown([], [], rows, targets([], rows)))
     else:
         _point_main(json.loads(args.arg))
     return 0

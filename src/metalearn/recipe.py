@@ -137,7 +137,8 @@ STUDY_CPU_ML100K = [
 ]
 
 
-# The efficiency stage on a 2-core CPU in about half an hour (31 min on 2026-12-01,
+# The efficiency stage on a 2-core CPU in about an hour (31 min on 2026-12-01, before the peer
+# table compared every learner at two K a problem: that part alone took 25 min on 2026-12-05;
 # benchmarks/README.md): every K of the sweep, one Conv4 task per meta-gradient and one timed
 # call after the first, 60 s a point (Adjoint MAML on the Conv4 runs out of it from K = 200:
 # its memory target is read at K = 500 on the MLP), one task in the float64 accuracy comparison

@@ -58,14 +58,14 @@ TINY = {
     "tune.inner_lr": [0.01, 0.1],
     "tune.meta_lr": [0.001],
     "tune.iterations": 2,
-    # the efficiency stage: two points, one accuracy row per K, MAML throughput against peers
+    # the efficiency stage: two points, one accuracy row per K, every learner against its peers
     "efficiency.steps": [1, 2],
     "efficiency.meta_batch": {"cf_mlp": 2},
     "efficiency.variants": {"imaml": {"learner": "imaml"}},
     "efficiency.repeats": 1,
     "efficiency.accuracy_steps": [1],
     "efficiency.accuracy_meta_batch": 1,
-    "efficiency.peers": {"cf_mlp": {"meta_batch": 2, "steps": 1}},
+    "efficiency.peers": {"cf_mlp": {"meta_batch": 2, "steps": [1]}},
     "efficiency.peer_seconds": 0.05,
 }
 
@@ -408,3 +408,24 @@ def test_mlflow_server_serves_the_runs(repo):
         fitted = {t["key"]: t["value"] for t in r["data"]["tags"]}["learner"] == "bias"
         assert params.get("algo.iterations") == (None if fitted else "6")  # the resolved spec
         assert "test_nrmse" in metrics and ("meta_train_loss" in metrics) != fitted
+
+
+def test_two_queued_experiments_run_at_once_into_one_store(repo):
+    """``dvc exp run --queue`` twice, then ``--run-all -j 2``: both experiments finish, DVC lists
+    both, and the one SQLite MLflow store holds every run of each, none left unfinished."""
+    for steps in (4, 5):
+        run(repo, "dvc", "exp", "run", "--queue", "-S", f"algo.steps={steps}", "-n", f"q{steps}")
+    log = run(repo, "dvc", "exp", "run", "--run-all", "-j", "2", timeout=900)
+    assert "database is locked" not in log
+    shown = json.dumps(json.loads(run(repo, "dvc", "exp", "show", "--json")))
+    assert '"q4"' in shown and '"q5"' in shown
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        for name in ("q4", "q5"):
+            (experiment,) = db.execute(
+                "select experiment_id from experiments where name = ?", (f"metalearn/{name}",)
+            ).fetchone()
+            runs = dict(db.execute(
+                "select name, status from runs where experiment_id = ?", (experiment,)
+            ).fetchall())  # fmt: skip
+            assert runs == {f"imaml-{b}@{name}": "FINISHED" for b in BENCHMARKS}, runs
+    restore(repo)

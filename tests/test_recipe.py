@@ -1,8 +1,11 @@
 """Every recipe's overrides compose into a valid config, and the command is what it runs."""
 
+import os
 import shutil
+import subprocess
 
 import pytest
+import yaml
 
 from metalearn.config import load_config
 from metalearn.recipe import RECIPES, command
@@ -61,3 +64,23 @@ def test_smoke_refuses_to_replace_the_checkout():
         with pytest.raises(SystemExit):
             smoke.main(["--dir", str(target)])
     assert (smoke.ROOT / "params.yaml").is_file()
+
+
+def test_set_params_is_seen_by_git_checkout_within_one_second(tmp_path):
+    """The pipeline tests edit params.yaml right after `git checkout HEAD -- .` restored it and
+    expect the next restore to undo the edit. An in-place write of the same size in the same
+    second (here: the old mtime put back, ctime ignored) looks clean to git once DVC's autostage
+    has rewritten the index; a new file does not (its inode differs)."""
+    from metalearn import smoke
+
+    params = tmp_path / "params.yaml"
+    params.write_text("data:\n  seed: 0\n")
+    past = params.stat().st_mtime_ns - 10**10  # older than the index git will write
+    os.utime(params, ns=(past, past))
+    git = ["git", "-c", "core.trustctime=false", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "params.yaml"], ["commit", "-qm", "params"]):
+        subprocess.run([*git, *cmd], cwd=tmp_path, check=True)
+    smoke.set_params(tmp_path, {"data.seed": 7})
+    os.utime(params, ns=(past, past))
+    subprocess.run([*git, "checkout", "HEAD", "--", "."], cwd=tmp_path, check=True)
+    assert yaml.safe_load(params.read_text()) == {"data": {"seed": 0}}

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from metalearn.io import atomic_file
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARK = "cosmixture-shot50"
 
@@ -73,7 +75,12 @@ def set_params(repo: Path, changes: Mapping[str, Any]) -> None:
         for part in parents:
             node = node[part]
         node[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # A new file, not an in-place write: git (and `git checkout HEAD -- params.yaml`) must see
+    # the edit even when it lands in the same second as the checkout that wrote the old one and
+    # DVC's autostage has rewritten the index since (dulwich keeps no racy-git guard; the
+    # inode tells it apart).
+    with atomic_file(repo / "params.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -148,7 +148,10 @@ def test_targets_from_rows():
     out = targets(rows, peer)["cf_mlp"]
     assert out["maml"]["memory_slope_mib_per_step"] == pytest.approx(2.0)
     assert out["maml"]["r2"] == pytest.approx(1.0)
-    assert out["imaml"]["ok"] and not out["adjoint"]["ok"]  # 1.4 > 1.25
+    # growth over MAML's 2 MiB a step: iMAML 1/99 MiB a step, Adjoint 40/99 (over a tenth)
+    assert out["imaml"]["growth_over_maml"] == pytest.approx(1 / 99 / 2)
+    assert out["imaml"]["ok"] and not out["adjoint"]["ok"]
+    assert out["adjoint"]["memory_ratio"] == pytest.approx(1.4) and out["adjoint"]["at_steps"] == 100
     assert out["adjoint"]["time_over_imaml"] == pytest.approx(3.0) and not out["adjoint"]["time_ok"]
     assert out["peers"]["maml_k5"] == {
         "over_reference": 1.1,
@@ -159,10 +162,12 @@ def test_targets_from_rows():
     conv = targets([], peer)["omniglot_conv4"]["peers"]["maml_k5"]
     assert not conv["reference_ok"] and not conv["best_peer_ok"]  # 1.2 < the Conv4's 1.3
 
-    # a K = 1 peak below the resolution (0 bytes) gives no ratio and no verdict, not a crash
+    # a K = 1 peak below the resolution (0 bytes) gives no ratio, and without MAML's curve
+    # there is no growth to compare with: no verdict, not a crash
     zero = [row("fomaml", "fomaml", 1, 0.1, 0), row("fomaml", "fomaml", 10, 0.2, 1)]
     flat = targets(zero, [])["cf_mlp"]["fomaml"]
-    assert flat["memory_ratio"] is None and flat["ok"] is None
+    assert flat["memory_ratio"] is None and flat["growth_over_maml"] is None
+    assert flat["ok"] is None
 
 
 def tiny_efficiency(**changes):

@@ -151,7 +151,8 @@ def test_targets_from_rows():
     # growth over MAML's 2 MiB a step: iMAML 1/99 MiB a step, Adjoint 40/99 (over a tenth)
     assert out["imaml"]["growth_over_maml"] == pytest.approx(1 / 99 / 2)
     assert out["imaml"]["ok"] and not out["adjoint"]["ok"]
-    assert out["adjoint"]["memory_ratio"] == pytest.approx(1.4) and out["adjoint"]["at_steps"] == 100
+    assert out["adjoint"]["memory_ratio"] == pytest.approx(1.4)
+    assert out["adjoint"]["at_steps"] == 100
     assert out["adjoint"]["time_over_imaml"] == pytest.approx(3.0) and not out["adjoint"]["time_ok"]
     assert out["peers"]["maml_k5"] == {
         "over_reference": 1.1,

@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--meta-batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="per form and round")
+    parser.add_argument("--profile-only", action="store_true", help="skip the timings")
     args = parser.parse_args()
     torch.set_num_threads(1)
     problem = make_problem("omniglot_conv4", args.meta_batch)
@@ -67,6 +68,16 @@ def main() -> None:
     print("top operators:")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]:
         print(f"  {e.key:45s} {100 * e.self_cpu_time_total / total:5.1f} %  ({e.count} calls)")
+    # elementwise operators are anonymous above: the autograd nodes that ran them say whose
+    # backward (or double backward) they belong to (inclusive time, so nested nodes overlap)
+    prefix = "autograd::engine::evaluate_function: "
+    nodes = [e for e in prof.key_averages() if e.key.startswith(prefix)]
+    print("backward nodes, inclusive CPU time:")
+    for e in sorted(nodes, key=lambda e: -e.cpu_time_total)[:8]:
+        share = 100 * e.cpu_time_total / total
+        print(f"  {e.key[len(prefix) :]:45s} {share:5.1f} %  ({e.count} calls)")
+    if args.profile_only:
+        return
 
     compiled = torch.compile(learner.batched_meta_grad_and_loss)
     start = time.perf_counter()

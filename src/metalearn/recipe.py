@@ -137,13 +137,13 @@ STUDY_CPU_ML100K = [
 ]
 
 
-# The efficiency stage on a 2-core CPU in about an hour (31 min on 2026-12-01, before the peer
-# table compared every learner at two K a problem: that part alone took 25 min on 2026-12-05;
-# benchmarks/README.md): every K of the sweep, one Conv4 task per meta-gradient and one timed
-# call after the first, 60 s a point (Adjoint MAML on the Conv4 runs out of it from K = 200:
-# its memory target is read at K = 500 on the MLP), one task in the float64 accuracy comparison
-# (exact MAML through 100 Conv4 steps in float64 needs ~6 GB a task). Run it alone: a second job
-# on the two cores slows both by far more than 2x (torch's threads wait for each other).
+# The efficiency stage on a 2-core CPU in about half an hour (29 min on 2026-12-05, the peer
+# table of every learner at two K a problem included; benchmarks/README.md): every K of the
+# sweep, one Conv4 task per meta-gradient and one timed call after the first, 60 s a point
+# (Adjoint MAML's heun modes on the Conv4 run out of it at K = 500), one task in the float64
+# accuracy comparison (exact MAML through 100 Conv4 steps in float64 needs ~6 GB a task). Run
+# it alone: a second job on the two cores slows both by far more than 2x (torch's threads wait
+# for each other).
 EFFICIENCY_CPU = [
     "efficiency.device=cpu",
     "efficiency.meta_batch.omniglot_conv4=1",

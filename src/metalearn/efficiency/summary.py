@@ -17,7 +17,7 @@ from metalearn.efficiency.throughput import OURS, REFERENCE
 
 
 def targets(time_memory: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) -> dict:
-    """Issue 6's targets, each with the measured value and whether it holds:
+    """The stage's targets, each with the measured value and whether it holds:
 
     * MAML's memory growth per inner step (a least-squares slope, MiB per step) and how linear
       it is (R^2);
@@ -49,9 +49,10 @@ def targets(time_memory: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) 
             # a K = 1 peak of 0 (it fit in memory the warm-up freed) has no ratio (JSON null)
             base = first["peak_bytes"]
             ratio = last["peak_bytes"] / base if base > 0 else None
-            growth = _slope(points) / maml_slope if maml_slope else None
+            slope = _slope(points)
+            growth = slope / maml_slope if maml_slope else None
             entry[variant] = {
-                "memory_slope_mib_per_step": _slope(points),
+                "memory_slope_mib_per_step": slope,
                 "growth_over_maml": growth,
                 "ok": None if growth is None else growth <= 0.1,
                 "memory_ratio": ratio,

@@ -57,11 +57,13 @@ def main() -> None:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(3):
             ours()
-    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    averages = prof.key_averages()
+    events = [e for e in averages if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     by_group: dict[str, float] = {}
     for e in events:
-        by_group[group(e.key)] = by_group.get(group(e.key), 0.0) + e.self_cpu_time_total
+        label = group(e.key)
+        by_group[label] = by_group.get(label, 0.0) + e.self_cpu_time_total
     print(f"MAML K={args.steps}, {args.meta_batch} tasks: self CPU time by kind of operator")
     for label, t in sorted(by_group.items(), key=lambda kv: -kv[1]):
         print(f"  {label:45s} {100 * t / total:5.1f} %")
@@ -71,7 +73,7 @@ def main() -> None:
     # elementwise operators are anonymous above: the autograd nodes that ran them say whose
     # backward (or double backward) they belong to (inclusive time, so nested nodes overlap)
     prefix = "autograd::engine::evaluate_function: "
-    nodes = [e for e in prof.key_averages() if e.key.startswith(prefix)]
+    nodes = [e for e in averages if e.key.startswith(prefix)]
     print("backward nodes, inclusive CPU time:")
     for e in sorted(nodes, key=lambda e: -e.cpu_time_total)[:8]:
         share = 100 * e.cpu_time_total / total

@@ -37,13 +37,13 @@ def targets(time_memory: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) 
         for r in sorted(rows, key=lambda r: r["steps"]):
             by_variant.setdefault(r["variant"], []).append(r)
         entry: dict[str, Any] = {}
-        maml = by_variant.get("maml", [])
+        maml = next((p for p in by_variant.values() if p[0]["learner"] == "maml"), [])
         maml_slope = _slope(maml) if len(maml) >= 2 else None
         for variant, points in by_variant.items():
             first, last = points[0], points[-1]
             if first["steps"] != 1 or len(points) < 2:
                 continue
-            if variant == "maml":
+            if first["learner"] == "maml":
                 entry[variant] = {"memory_slope_mib_per_step": maml_slope, "r2": _r2(points)}
                 continue
             # a K = 1 peak of 0 (it fit in memory the warm-up freed) has no ratio (JSON null)

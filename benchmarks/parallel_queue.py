@@ -17,17 +17,30 @@ import argparse
 import itertools
 import shutil
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
-from metalearn.smoke import SMOKE, clean_env, commit, copy_checkout, set_params
+from metalearn.smoke import SMOKE, clean_env, commit, copy_checkout, run_captured, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def dvc(repo: Path, *args: str) -> None:
-    subprocess.run(["dvc", *args], cwd=repo, env=clean_env(), check=True, capture_output=True)
+    done = run_captured(["dvc", *args], repo, clean_env())
+    if done.returncode != 0:
+        raise SystemExit(f"dvc {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
+
+
+def stop_workers(repo: Path, patience: float = 120.0) -> None:
+    """No queue worker left to take the next round's experiments (a lingering worker would
+    make a ``-j 1`` round run two at once)."""
+    dvc(repo, "queue", "stop")
+    deadline = time.monotonic() + patience
+    status = ["dvc", "queue", "status"]
+    while "0 active, 0 idle" not in run_captured(status, repo, clean_env()).stdout:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"queue workers still alive {patience:.0f} s after dvc queue stop")
+        time.sleep(2)
 
 
 def finished_cells(repo: Path, name: str) -> int:
@@ -46,6 +59,7 @@ def run_queue(repo: Path, jobs: int, seeds: list[int], cells: int) -> float:
     start = time.perf_counter()
     dvc(repo, "exp", "run", "--run-all", "-j", str(jobs))
     seconds = time.perf_counter() - start
+    stop_workers(repo)
     for name in names:
         found = finished_cells(repo, name)
         if found != cells:  # a lost or unfinished run: the timing would not count every cell

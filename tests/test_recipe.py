@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -84,3 +85,17 @@ def test_set_params_is_seen_by_git_checkout_within_one_second(tmp_path):
     os.utime(params, ns=(past, past))
     subprocess.run([*git, "checkout", "HEAD", "--", "."], cwd=tmp_path, check=True)
     assert yaml.safe_load(params.read_text()) == {"data": {"seed": 0}}
+
+
+def test_run_captured_returns_when_the_command_exits_not_when_its_children_do(tmp_path):
+    """`dvc exp run --run-all` forks queue workers that inherit its stdout; CI once waited 900 s
+    on a pipe they held after dvc had exited 0. A child that outlives its parent must not hold
+    up the capture."""
+    from metalearn import smoke
+
+    start = time.monotonic()
+    done = smoke.run_captured(
+        ["sh", "-c", "sleep 20 & echo started; echo oops >&2"], tmp_path, os.environ, timeout=15
+    )
+    assert time.monotonic() - start < 10
+    assert (done.returncode, done.stdout, done.stderr) == (0, "started\n", "oops\n")

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,6 +65,24 @@ def commit(repo: Path, message: str, init: bool = False) -> None:
     steps = [["init", "-q"]] if init else []
     for args in [*steps, ["add", "-A"], ["commit", "-qm", message]]:
         subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+
+
+def run_captured(
+    cmd: list[str], cwd: Path, env: Mapping[str, str], timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``cmd``'s exit status and output, read from files rather than pipes: DVC's queue
+    workers are forked from ``dvc exp run --run-all`` and keep its stdout open after it exits
+    (until their idle monitor stops them, or for good when a shutdown broadcast is missed), so a
+    pipe would wait for them instead of for the command."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        done = subprocess.run(
+            cmd, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+        out.seek(0)
+        err.seek(0)
+        read = (f.read().decode(errors="replace") for f in (out, err))
+        return subprocess.CompletedProcess(cmd, done.returncode, *read)
 
 
 def set_params(repo: Path, changes: Mapping[str, Any]) -> None:

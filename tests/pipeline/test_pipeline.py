@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from metalearn.smoke import clean_env, commit, copy_checkout, set_params
+from metalearn.smoke import clean_env, commit, copy_checkout, run_captured, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -91,9 +91,7 @@ def fixture_mirror(root: Path) -> Path:
 def run(repo: Path, *cmd: str, timeout: int = 600, fails: bool = False) -> str:
     """The command's output; it must succeed (``fails``: it must fail)."""
     env = clean_env(METALEARN_DATA_MIRROR=str(repo.parent / "mirror"))
-    result = subprocess.run(
-        cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    result = run_captured(list(cmd), repo, env, timeout)
     failed = result.returncode != 0
     assert failed == fails, (
         f"{' '.join(cmd)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -428,4 +426,5 @@ def test_two_queued_experiments_run_at_once_into_one_store(repo):
                 "select name, status from runs where experiment_id = ?", (experiment,)
             ).fetchall())  # fmt: skip
             assert runs == {f"imaml-{b}@{name}": "FINISHED" for b in BENCHMARKS}, runs
+    run(repo, "dvc", "queue", "stop")  # the idle workers, should their own monitor miss it
     restore(repo)

@@ -2,12 +2,14 @@
 sees, and what is left behind, when the tracking store is gone, training diverges or a stage is
 killed."""
 
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,7 +52,7 @@ def train(workdir: Path, *overrides: str, uri=None, wait: bool = True, learner: 
     cmd = [sys.executable, str(ROOT / "pipeline/train.py"), f"learner={learner}", f"benchmark={B}"]
     process = subprocess.Popen(
         [*cmd, *TINY, *overrides], cwd=workdir, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     if not wait:
         return process
@@ -91,15 +93,40 @@ def test_a_diverging_loss_fails_the_stage_and_its_run_and_keeps_earlier_outputs(
     assert statuses(workdir) == ["FINISHED", "FAILED"]
 
 
-def test_a_killed_stage_leaves_a_run_that_its_next_start_marks_killed(workdir):
-    process = train(workdir, "train.iterations=100000", wait=False)
-    for _ in range(600):  # until its run exists
-        if (workdir / "mlflow.db").exists() and "RUNNING" in statuses(workdir):
-            break
+def wait_for(workdir: Path, status: str) -> None:
+    for _ in range(600):
+        with contextlib.suppress(sqlite3.OperationalError):  # the store's tables not made yet
+            if (workdir / "mlflow.db").exists() and status in statuses(workdir):
+                return
         time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert statuses(workdir) == ["RUNNING"]  # what kill -9 leaves
+    raise AssertionError(f"no {status} run in 60 s: {statuses(workdir)}")
+
+
+@contextlib.contextmanager
+def endless_stage(workdir: Path) -> Iterator[subprocess.Popen]:
+    """A train stage that runs until killed; killed with its side process if the test fails."""
+    process = train(workdir, "train.iterations=100000", wait=False)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_a_stage_killed_alone_leaves_its_run_killed_by_the_side_process(workdir):
+    with endless_stage(workdir) as process:
+        wait_for(workdir, "RUNNING")
+        process.send_signal(signal.SIGKILL)  # the stage's process only: its MLflow side lives on
+        process.communicate(timeout=30)  # the pipes close when the side process has ended too
+    assert statuses(workdir) == ["KILLED"]
+
+
+def test_a_killed_stage_group_leaves_a_run_that_its_next_start_marks_killed(workdir):
+    with endless_stage(workdir) as process:
+        wait_for(workdir, "RUNNING")
+        os.killpg(process.pid, signal.SIGKILL)  # the stage and its side process: a lost machine
+        process.communicate(timeout=30)
+    assert statuses(workdir) == ["RUNNING"]  # what nobody could end
     code, out, err = train(workdir)
     assert code == 0, err
     assert statuses(workdir) == ["KILLED", "FINISHED"]

@@ -60,3 +60,26 @@ def test_cli_reports_totals_and_names_a_missing_experiment(store, capsys):
     assert "3 runs: 21 s inside runs, 35 s between them (mean gap 17.5 s" in capsys.readouterr().out
     assert stage_timeline.main([str(store), "--experiment", "nope"]) == 1
     assert "no finished run tagged dvc_experiment=nope" in capsys.readouterr().err
+
+
+def test_the_stage_gap_benchmark_params_give_the_recipes_count_of_train_stages(tmp_path):
+    """benchmarks/stage_gap.py's recipe-sized pipeline is a valid params.yaml: 8 groups give
+    16 synthetic benchmarks and, with every learner, the CPU recipe's 112 train cells."""
+    import shutil
+    import sys
+
+    from metalearn.config import load_config
+    from metalearn.smoke import set_params
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("stage_gap", SCRIPT.parent / "stage_gap.py")
+        stage_gap = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(stage_gap)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    shutil.copy(SCRIPT.parents[1] / "params.yaml", tmp_path / "params.yaml")
+    set_params(tmp_path, stage_gap.gap_params(8))
+    cfg = load_config(params_path=tmp_path / "params.yaml")
+    assert len(cfg.pipeline.benchmarks) == 16
+    assert len(cfg.pipeline.benchmarks) * len(cfg.pipeline.learners) == 112

@@ -18,6 +18,7 @@ from metalearn.data.episodes import load_episodes
 from metalearn.models import init_params
 from metalearn.spec import train_cell
 from metalearn.stages import CheckpointError, run_episodify, run_evaluate, run_train
+from metalearn.stages import main as stage_main
 from metalearn.training import Adam, NonFiniteError, Task, meta_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,3 +255,11 @@ def test_every_stage_script_answers_help_with_its_selectors(script):
     for selector in SELECTORS[script]:
         assert f"  {selector}=  one of: " in done.stdout
     assert sorted(SELECTORS) == sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))
+
+
+def test_a_selector_that_params_yaml_does_not_define_is_a_clear_error(capsys):
+    argv = ["learner=mamll", "benchmark=cosmixture-shot50"]
+    code = stage_main(run_train, ["learner", "benchmark"], argv)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "learner=mamll is not in params.yaml; one of: maml, fomaml" in err

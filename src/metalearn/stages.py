@@ -79,33 +79,34 @@ def torch_runtime(cell: Any) -> torch.device:
 def run_train(cfg: Config, learner: str, benchmark: str) -> dict[str, Any]:
     """Meta-train; write the model, the training curve and the metrics file (with the MLflow
     run id, so outputs restored from DVC's cache still point to their run)."""
-    import polars as pl
-    import torch
+    from metalearn.tracking_process import side_run
 
-    from metalearn import tracking  # MLflow takes seconds to import: only where it is used
-    from metalearn.data.episodes import load_episodes
-    from metalearn.spec import dumps, train_cell
-    from metalearn.training import meta_train_seeds, training_seeds
+    # MLflow's imports run in the side process while this one imports torch and trains
+    with side_run() as run:
+        import polars as pl
+        import torch
 
-    cell = train_cell(cfg, learner, benchmark)  # the config, resolved once
-    spec = cell.spec()  # what DVC re-runs this cell on
-    source = load_episodes(paths.episodes(benchmark))
-    device = torch_runtime(cell)
-    seeds = training_seeds(cell)
-    with tracking.train_run(spec, learner, benchmark, source.meta) as log:
-        runs = meta_train_seeds(cell, source, device, on_metrics=log)
-        run_id = log.run_id
-    first = runs[0]
-    # where meta-val stopped improving: the point whose parameters meta-test uses
-    compile_seconds = round(sum(r.compile_seconds for r in runs), 3)
-    tracking.log_to_run(
-        run_id,
-        {
-            "best_iteration": first.best_iteration,
-            "best_meta_val": first.best_val,
-            "compile_seconds": compile_seconds,  # 0 when eager (train.compile)
-        },
-    )
+        from metalearn.data.episodes import load_episodes
+        from metalearn.spec import dumps, train_cell
+        from metalearn.training import meta_train_seeds, training_seeds
+
+        cell = train_cell(cfg, learner, benchmark)  # the config, resolved once
+        spec = cell.spec()  # what DVC re-runs this cell on
+        source = load_episodes(paths.episodes(benchmark))
+        device = torch_runtime(cell)
+        seeds = training_seeds(cell)
+        run.start(spec, learner, benchmark, source.meta)
+        runs = meta_train_seeds(cell, source, device, on_metrics=run.log)
+        first = runs[0]
+        compile_seconds = round(sum(r.compile_seconds for r in runs), 3)
+        run_id = run.finish(
+            {
+                # where meta-val stopped improving: the point whose parameters meta-test uses
+                "best_iteration": first.best_iteration,
+                "best_meta_val": first.best_val,
+                "compile_seconds": compile_seconds,  # 0 when eager (train.compile)
+            }
+        )
     final = first.curve[-1]
     metrics = {  # of the first seed; the checkpoint has every seed's
         "mlflow_run_id": run_id,
@@ -383,6 +384,13 @@ def main(
             usage = " ".join(f"{s}=<name>" for s in selectors)
             raise ConfigError(f"usage: {usage} [overrides such as algo.steps=10]")
         cfg = load_config(overrides)
+        for selector in selectors:
+            names = _selector_values(cfg, selector)
+            if selected[selector] not in names:
+                raise ConfigError(
+                    f"{selector}={selected[selector]} is not in params.yaml; "
+                    f"one of: {', '.join(names)}"
+                )
         result = stage(cfg, *(selected[s] for s in selectors))
     except (ValueError, FileNotFoundError, *_loaded_errors()) as error:
         print(f"error: {error}", file=sys.stderr)

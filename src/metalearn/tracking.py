@@ -8,20 +8,20 @@ Store: ``MLFLOW_TRACKING_URI`` when set (e.g. a tracking server), else a SQLite 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from metalearn.config import Config, flatten
+if TYPE_CHECKING:
+    from metalearn.config import Config
 
 PROJECT = "metalearn"
 #: What the MLflow UI (3.x) opens an experiment on: training runs, not its GenAI pages.
@@ -88,7 +88,19 @@ def connect() -> str:
     return uri
 
 
-def _experiment_id() -> str:
+def open_store() -> None:
+    """Connect and open the store once (for SQLite: SQLAlchemy, MLflow's tables), creating
+    nothing but the store itself. Raises :class:`TrackingError` if it cannot be used."""
+    uri = connect()
+    try:
+        MlflowClient().get_experiment_by_name(experiment_name())
+    except Exception as error:
+        raise TrackingError(
+            f"MLflow store {uri} cannot be used ({_first_line(error)}): {_fix(uri)}"
+        ) from None
+
+
+def experiment_id() -> str:
     """The id of this DVC experiment's MLflow experiment, created (marked as holding training
     runs) on first use. Raises :class:`TrackingError` if the store cannot be used."""
     uri = connect()
@@ -108,8 +120,20 @@ def _experiment_id() -> str:
     except TrackingError:
         raise
     except Exception as error:  # a bad scheme, an unwritable path, a server error, ...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TrackingError(f"MLflow store {uri} cannot be used ({first}): {_fix(uri)}") from None
+        reason = _first_line(error)
+        raise TrackingError(f"MLflow store {uri} cannot be used ({reason}): {_fix(uri)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def describe(error: BaseException) -> str:
+    """One line for a failure while tracking: a TrackingError's own message, else what failed."""
+    if isinstance(error, TrackingError):
+        return str(error)
+    return f"MLflow run {tracking_uri()} failed ({type(error).__name__}: {_first_line(error)})"
 
 
 def _close_killed_runs(
@@ -137,13 +161,6 @@ def _revision_tags() -> dict[str, str]:
     }
 
 
-def flat_params(spec: Mapping[str, Any], episodes_meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The values that shape this run (its resolved spec, :mod:`metalearn.spec`) flattened to
-    dotted keys; the data's come from the episodes it trained on (their ``meta.json``)."""
-    cell = {k: v for k, v in spec.items() if k not in ("learner", "benchmark", "dataset")}
-    return flatten({**cell, "data": dict(episodes_meta)})
-
-
 def _git_revision() -> str:
     try:
         out = subprocess.run(
@@ -161,8 +178,10 @@ class MetricBuffer:
         self.client, self.run_id, self.every = MlflowClient(), run_id, every
         self.pending: list[Metric] = []
 
-    def __call__(self, step: int, values: Mapping[str, float]) -> None:
-        now = int(time.time() * 1000)
+    def __call__(
+        self, step: int, values: Mapping[str, float], timestamp: int | None = None
+    ) -> None:
+        now = timestamp if timestamp is not None else int(time.time() * 1000)
         self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
         if step % self.every == 0:
             self.flush()
@@ -173,26 +192,39 @@ class MetricBuffer:
         self.pending = []
 
 
-@contextlib.contextmanager
-def train_run(
-    spec: Mapping[str, Any], learner: str, benchmark: str, episodes_meta: Mapping[str, Any]
-) -> Iterator[MetricBuffer]:
-    """An MLflow run for one train stage: params (the cell's resolved spec), tags and system
-    metrics; yields the metric logger. An exception marks the run FAILED (and propagates)."""
-    experiment_id = _experiment_id()
-    _close_killed_runs(MlflowClient(), experiment_id, learner, benchmark)
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=f"{learner}-{benchmark}@{dvc_experiment()}",
+def open_train_run(
+    experiment: str,
+    params: Mapping[str, Any],
+    learner: str,
+    benchmark: str,
+    start_time: int,
+) -> str:
+    """Start one train stage's run (``params``, tags, system metrics) at ``start_time`` (ms),
+    closing this cell's runs left RUNNING; its id."""
+    client = MlflowClient()
+    _close_killed_runs(client, experiment, learner, benchmark)
+    run = client.create_run(
+        experiment,
+        start_time=start_time,
         tags={"learner": learner, "benchmark": benchmark, **_revision_tags()},
-        log_system_metrics=True,
-    ) as run:
-        mlflow.log_params(flat_params(spec, episodes_meta))
-        buffer = MetricBuffer(run.info.run_id)
-        try:
-            yield buffer
-        finally:
-            buffer.flush()
+        run_name=f"{learner}-{benchmark}@{dvc_experiment()}",
+    )
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    # resumed through the fluent API for its system-metrics monitor (create_run has none)
+    mlflow.start_run(run_id=run.info.run_id, log_system_metrics=True)
+    return run.info.run_id
+
+
+def end_train_run(run_id: str, status: str, end_time: int) -> None:
+    """End the run opened by :func:`open_train_run` as ``status`` at ``end_time`` (ms)."""
+    mlflow.end_run(status)  # stops the system-metrics monitor
+    MlflowClient().set_terminated(run_id, status=status, end_time=end_time)
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], timestamp: int) -> None:
+    if metrics:
+        batch = [Metric(k, float(v), timestamp, 0) for k, v in metrics.items()]
+        MlflowClient().log_batch(run_id, metrics=batch)
 
 
 def log_to_run(run_id: str, metrics: Mapping[str, float], artifacts: list[Path] = ()) -> None:
@@ -208,9 +240,11 @@ def log_to_run(run_id: str, metrics: Mapping[str, float], artifacts: list[Path] 
 
 def efficiency_run(cfg: Config, metrics: Mapping[str, float], artifacts: Path) -> str:
     """One MLflow run for the efficiency stage: its params, the targets' numbers, its files."""
+    from metalearn.config import flatten
+
     tags = {"stage": "efficiency", **_revision_tags()}
     run_name = f"efficiency@{dvc_experiment()}"
-    with mlflow.start_run(experiment_id=_experiment_id(), run_name=run_name, tags=tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id(), run_name=run_name, tags=tags) as run:
         mlflow.log_params(flatten({"efficiency": dataclasses.asdict(cfg.efficiency)}))
         mlflow.log_metrics(dict(metrics))
         mlflow.log_artifacts(str(artifacts), artifact_path="efficiency")

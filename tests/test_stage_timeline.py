@@ -83,3 +83,41 @@ def test_the_stage_gap_benchmark_params_give_the_recipes_count_of_train_stages(t
     cfg = load_config(params_path=tmp_path / "params.yaml")
     assert len(cfg.pipeline.benchmarks) == 16
     assert len(cfg.pipeline.benchmarks) * len(cfg.pipeline.learners) == 112
+
+
+def test_the_lock_cost_benchmark_collapses_only_the_cell_stages_code_deps():
+    """benchmarks/lock_cost.py's smaller lock keeps every stage and every data/spec dep, and
+    leaves one code dep where a train/evaluate stage had several (download keeps all)."""
+    spec = importlib.util.spec_from_file_location("lock_cost", SCRIPT.parent / "lock_cost.py")
+    lock_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock_cost)
+
+    def dep(path):
+        return f"    - path: {path}\n      hash: md5\n      md5: 0\n      size: 1\n"
+
+    def stage(name, *paths):
+        return f"  {name}:\n    cmd: python x.py\n    deps:\n" + "".join(map(dep, paths))
+
+    lock = "schema: '2.0'\nstages:\n" + "".join(
+        [
+            stage("download@a", "pipeline/download.py", "src/m/io.py", "src/m/paths.py"),
+            stage(
+                "train@x-a",
+                "configs/train/x-a.json",
+                "data/episodes/a",
+                "pipeline/train.py",
+                "src/m/io.py",
+                "src/m/algorithms",
+            ),  # fmt: skip
+            stage("evaluate@a", "pipeline/evaluate.py", "src/m/io.py", "models/a"),
+        ]
+    )
+    smaller = lock_cost.parse_yaml_for_update(lock_cost.with_one_code_dep(lock), "dvc.lock")
+    deps = {name: [d["path"] for d in s["deps"]] for name, s in smaller["stages"].items()}
+    assert deps == {
+        "download@a": ["pipeline/download.py", "src/m/io.py", "src/m/paths.py"],
+        "train@x-a": ["configs/train/x-a.json", "data/episodes/a", "pipeline/train.py"],
+        "evaluate@a": ["models/a", "pipeline/evaluate.py"],
+    }
+    load, dump = lock_cost.rewrite_seconds(lock, rounds=1)
+    assert load > 0 and dump > 0

@@ -263,3 +263,22 @@ def test_a_selector_that_params_yaml_does_not_define_is_a_clear_error(capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "learner=mamll is not in params.yaml; one of: maml, fomaml" in err
+
+
+def test_a_stage_prints_its_result_as_one_short_line():
+    """DVC's log shows a stage's stdout: a report's nested summary must not flood it."""
+    from metalearn.stages import brief
+
+    report = {
+        "cosmixture-shot50": {f"learner{i}": {"nrmse": 0.5} for i in range(9)},
+        "checks": {"not_beating_scratch": []},
+        "seconds": 1.23456,
+        "runs": ["a", "b"],
+        "device": "cpu",
+    }
+    line = brief(report)
+    assert line == (
+        "cosmixture-shot50={learner0, learner1, learner2, learner3, learner4, learner5, …}, "
+        "checks={not_beating_scratch}, seconds=1.235, runs=[2 items], device=cpu"
+    )
+    assert brief("done") == "done"

@@ -10,7 +10,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from metalearn import paths
@@ -395,8 +395,27 @@ def main(
     except (ValueError, FileNotFoundError, *_loaded_errors()) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(result)
+    print(brief(result))
     return 0
+
+
+def brief(result: Any, keys: int = 6) -> str:
+    """A stage's result as one readable line (DVC shows it in its log): a mapping's entries as
+    ``key=value``, floats to 4 significant digits, a nested mapping by its first keys and a list
+    by its length. The whole result is in the stage's outputs and MLflow run."""
+    if not isinstance(result, Mapping):
+        return str(result)
+    parts = []
+    for key, value in result.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, Mapping):
+            names = [str(k) for k in value]
+            value = "{" + ", ".join(names[:keys]) + (", …" if len(names) > keys else "") + "}"
+        elif isinstance(value, list | tuple):
+            value = f"[{len(value)} items]"
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)
 
 
 def exit_now(code: int) -> NoReturn:

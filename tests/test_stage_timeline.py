@@ -108,7 +108,7 @@ def test_the_lock_cost_benchmark_collapses_only_the_cell_stages_code_deps():
                 "pipeline/train.py",
                 "src/m/io.py",
                 "src/m/algorithms",
-            ),  # fmt: skip
+            ),
             stage("evaluate@a", "pipeline/evaluate.py", "src/m/io.py", "models/a"),
         ]
     )

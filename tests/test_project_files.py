@@ -1,15 +1,12 @@
 """The files that must agree with each other: params.yaml, the README's table, dvc.yaml, paths."""
 
-import ast
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from metalearn import paths
+from metalearn import code_manifest, paths
 from metalearn.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,74 +90,48 @@ def test_every_output_persists_so_a_failed_rerun_keeps_the_last():
             assert options.get("persist") is True, f"{name}: {path} does not persist"
 
 
-# What a stage script imports, in a fresh interpreter, plus what its stage function imports when
-# it runs (stages.py imports lazily) and, through metalearn.data.episodes, the dataset modules.
-IMPORTS = r"""
-import importlib, importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("stage", sys.argv[1])
-spec.loader.exec_module(importlib.util.module_from_spec(spec))
-names = set(sys.argv[2:])
-if "metalearn.data.episodes" in names:
-    from metalearn.data.episodes import MODULES
-    names |= set(MODULES.values())
-if "metalearn.tracking_process" in names:  # its side process runs metalearn.tracking
-    names.add("metalearn.tracking")
-for name in names:
-    importlib.import_module(name)
-print(json.dumps(sorted(
-    m.__file__ for name, m in sys.modules.items()
-    if name.startswith("metalearn") and getattr(m, "__file__", None)
-)))
-"""
-
-
-def runtime_imports(stage: str) -> list[str]:
-    """The metalearn modules imported inside ``stages.run_<stage>`` and the helpers it calls."""
-    tree = ast.parse((ROOT / "src/metalearn/stages.py").read_text())
-    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
-    todo, seen, found = [f"run_{stage}"], set(), set()
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in functions:
-            continue
-        seen.add(name)
-        for node in ast.walk(functions[name]):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("metalearn"):
-                found |= {f"{node.module}.{a.name}" if node.module == "metalearn" else node.module
-                          for a in node.names}  # fmt: skip
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                todo.append(node.func.id)
-    return sorted(found)
-
-
-def test_each_stage_depends_on_exactly_the_code_it_runs():
-    """Every module of src/metalearn that a stage's script runs is among the stage's deps, so
-    no code change can leave a stale result; and every module under its deps is one it runs,
-    so no edit elsewhere re-runs it (an algorithm edit re-downloads nothing)."""
+def test_each_stage_depends_on_its_scripts_code_manifest_and_no_module():
+    """The code stage hashes every file under src/metalearn and pipeline/ that may change; every
+    other stage depends on its own script's manifest, never on a module directly (which would
+    put 25 entries a stage back into dvc.lock)."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    code = dvc.pop("code")
+    assert set(code["deps"]) == {"pipeline", "src/metalearn"}
+    assert [next(iter(o)) for o in code["outs"]] == [str(paths.CODE)]
+    scripts = {s.stem for s in code_manifest.stage_scripts(ROOT)}
     for name, stage in dvc.items():
         body = stage.get("do", stage)
-        script = body["cmd"].split()[1]
-        assert script in body["deps"], name
-        lazy = runtime_imports(Path(script).stem)  # pipeline/<stage>.py runs stages.run_<stage>
-        out = subprocess.run(
-            [sys.executable, "-c", IMPORTS, str(ROOT / script), *lazy],
-            capture_output=True, text=True, check=True, cwd=ROOT,
-        )  # fmt: skip
-        ran = {Path(m) for m in json.loads(out.stdout)}
-        deps = [ROOT / d for d in body["deps"]]
-        for path in ran:
-            covered = any(path == d or d in path.parents for d in deps)
-            assert covered, f"stage {name} runs {path.relative_to(ROOT)} but does not depend on it"
-        for dep in (d for d in deps if ROOT / "src" in d.parents):
-            files = sorted(dep.rglob("*.py")) if dep.is_dir() else [dep]
-            for path in files:
-                assert path in ran, (
-                    f"stage {name} depends on {path.relative_to(ROOT)} but does not run it"
-                )
-    assert "src/metalearn/algorithms" not in dvc["download"]["do"]["deps"]
-    assert "metalearn.report" in runtime_imports("report")
-    assert {"metalearn.training", "metalearn.tracking_process"} <= set(runtime_imports("train"))
+        script = Path(body["cmd"].split()[1]).stem
+        assert script in scripts, name
+        code_deps = [d for d in body["deps"] if d.split("/")[0] in {"code", "src", "pipeline"}]
+        assert code_deps == [str(paths.code_manifest(script))], name
+
+
+def manifest_modules(script: str) -> set[str]:
+    files = code_manifest.modules_run(ROOT, Path(f"pipeline/{script}.py"))
+    return {str(f) for f in files}
+
+
+def test_a_manifest_lists_what_its_stage_runs_and_nothing_else():
+    train = manifest_modules("train")
+    assert "pipeline/train.py" in train
+    for module in ("training", "tracking_process", "tracking", "algorithms/maml", "models"):
+        assert f"src/metalearn/{module}.py" in train
+    assert not any("report" in f or "efficiency" in f for f in train)
+    download = manifest_modules("download")
+    assert not any("/algorithms/" in f for f in download)  # an algorithm edit re-downloads nothing
+    assert "src/metalearn/data/download.py" in download
+    assert "src/metalearn/report/tables.py" in manifest_modules("report")
+
+
+def test_a_manifest_names_a_script_that_does_not_import(tmp_path):
+    (tmp_path / "src/metalearn").mkdir(parents=True)
+    (tmp_path / "src/metalearn/stages.py").write_text("")
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline/broken.py").write_text("import metalearn_no_such_module\n")
+    with pytest.raises(RuntimeError, match="pipeline/broken.py does not import cleanly"):
+        code_manifest.write_manifests(tmp_path)
+    assert not (tmp_path / paths.CODE).exists()  # nothing half-written
 
 
 def test_the_learner_names_agree():

@@ -254,7 +254,17 @@ def test_every_stage_script_answers_help_with_its_selectors(script):
     assert done.stdout.startswith(f"Stage {script}") and "KEY=VALUE" in done.stdout
     for selector in SELECTORS[script]:
         assert f"  {selector}=  one of: " in done.stdout
-    assert sorted(SELECTORS) == sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))
+    scripts = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))
+    assert sorted([*SELECTORS, "code"]) == scripts  # stage code reads no params
+
+
+def test_the_code_stage_answers_help_and_refuses_arguments():
+    for argv, code in ((["--help"], 0), (["algo.steps=3"], 2)):
+        done = subprocess.run(
+            [sys.executable, "pipeline/code.py", *argv],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == code and done.stdout.startswith("Stage code"), done.stdout
 
 
 def test_a_selector_that_params_yaml_does_not_define_is_a_clear_error(capsys):

@@ -16,6 +16,7 @@ def episodes(benchmark: str) -> Path:
     return Path("data/episodes") / benchmark
 
 
+CODE = Path("code")  # stage code: one manifest per stage script (metalearn.code_manifest)
 CONFIGS = Path("configs")  # stage resolve: one resolved spec per cell (metalearn.spec)
 
 
@@ -83,3 +84,8 @@ def tuning_json(benchmark: str) -> Path:
 
 EFFICIENCY = Path("results/efficiency")  # CSVs and plots of the efficiency stage
 EFFICIENCY_JSON = Path("results/efficiency.json")  # its targets, as DVC metrics
+
+
+def code_manifest(script: str) -> Path:
+    """The manifest of ``pipeline/<script>.py``: what a stage running it depends on."""
+    return CODE / f"{script}.json"

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from metalearn.spec import TrainCell
 
 # Each stage imports what it runs inside its function: a stage script loads only its own
-# modules, and dvc.yaml lists exactly those as its code deps (tests/test_project_files.py).
+# modules, and stage code hashes exactly those into the manifest the stage depends on
+# (metalearn.code_manifest reads these functions' imports).
 
 
 def run_resolve(cfg: Config) -> dict[str, Any]:

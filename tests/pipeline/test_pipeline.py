@@ -129,6 +129,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_writes_every_output(repo):
     assert stages_run((repo / "repro.log").read_text()) == {
+        "code",
         "resolve",
         *(f"download@{b.split('-')[0]}" for b in BENCHMARKS),
         *(f"episodify@{b}" for b in BENCHMARKS),
@@ -275,6 +276,8 @@ def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
     original = maml.read_text()
     maml.write_text(original + "# an edit\n")
     try:
+        assert stale(repo) == {"code"}  # the one stage that hashes modules
+        assert stages_run(run(repo, "dvc", "repro", "code")) == {"code"}
         assert stale(repo) == {
             *(f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS),
             FIT_BIAS,
@@ -284,6 +287,32 @@ def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
         }
     finally:
         maml.write_text(original)
+        restore(repo)
+
+
+def test_the_train_manifest_holds_every_module_a_real_train_stage_imports(repo, tmp_path):
+    """Python's own import log of the stage and its tracking side process, against the
+    manifest that stage code derived from the script's imports."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the copy's store keeps only its stages' runs
+    env = clean_env(PYTHONPROFILEIMPORTTIME="1", MLFLOW_TRACKING_URI=store)
+    cmd = ["python", "pipeline/train.py", "learner=maml", "benchmark=cosmixture-shot50"]
+    try:
+        result = run_captured(cmd, repo, env, 300)
+    finally:
+        restore(repo)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = [
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
+    names = {name for name in imported if name.startswith("metalearn")}
+    assert {"metalearn.training", "metalearn.tracking"} <= names
+    manifest = json.loads((repo / "code/train.json").read_text())
+    for name in names:
+        module = Path("src", *name.split("."))
+        file = module / "__init__.py" if (repo / module).is_dir() else module.with_suffix(".py")
+        assert str(file) in manifest, f"train imports {name} but its manifest lacks {file}"
 
 
 def test_efficiency_edit_makes_only_that_stage_stale(repo):

@@ -107,21 +107,17 @@ def test_each_stage_depends_on_its_scripts_code_manifest_and_no_module():
         assert code_deps == [str(paths.code_manifest(script))], name
 
 
-def manifest_modules(script: str) -> set[str]:
-    files = code_manifest.modules_run(ROOT, Path(f"pipeline/{script}.py"))
-    return {str(f) for f in files}
-
-
 def test_a_manifest_lists_what_its_stage_runs_and_nothing_else():
-    train = manifest_modules("train")
+    scripts = [Path(f"pipeline/{name}.py") for name in ("train", "download", "report")]
+    found = code_manifest.modules_run(ROOT, scripts)
+    train, download, report = ({str(f) for f in found[s]} for s in scripts)
     assert "pipeline/train.py" in train
     for module in ("training", "tracking_process", "tracking", "algorithms/maml", "models"):
         assert f"src/metalearn/{module}.py" in train
     assert not any("report" in f or "efficiency" in f for f in train)
-    download = manifest_modules("download")
     assert not any("/algorithms/" in f for f in download)  # an algorithm edit re-downloads nothing
     assert "src/metalearn/data/download.py" in download
-    assert "src/metalearn/report/tables.py" in manifest_modules("report")
+    assert "src/metalearn/report/tables.py" in report
 
 
 def test_a_manifest_names_a_script_that_does_not_import(tmp_path):

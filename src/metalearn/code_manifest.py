@@ -7,7 +7,7 @@ itself. Listed in each stage, a train stage's 25 modules made the recipe's 112-s
 changes the train, evaluate, tune and efficiency manifests and leaves download's and episodify's
 as they were, so DVC re-runs no download.
 
-What a script runs is found by running it: its module is executed in a fresh interpreter (a
+What a script runs is found by running it: its module is executed in a fresh process (a
 script's ``__main__`` block does not run), then the modules its ``stages.run_<stage>`` function
 imports lazily are imported, and every ``metalearn`` module loaded is listed.
 """
@@ -17,33 +17,64 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from metalearn import paths
 from metalearn.io import atomic_dir
 
-# Run in a fresh interpreter: the script's own imports, the modules named on the command line
-# (what its stage function imports when it runs), and what those load on their own.
-IMPORTS = r"""
-import importlib, importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("stage", sys.argv[1])
-spec.loader.exec_module(importlib.util.module_from_spec(spec))
-names = set(sys.argv[2:])
-if "metalearn.data.episodes" in names:  # it imports a benchmark's dataset module by name
-    from metalearn.data.episodes import MODULES
-    names |= set(MODULES.values())
-if "metalearn.tracking_process" in names:  # its side process runs metalearn.tracking
-    names.add("metalearn.tracking")
-for name in names:
-    importlib.import_module(name)
-print(json.dumps(sorted(
-    m.__file__ for name, m in sys.modules.items()
-    if name.startswith("metalearn") and getattr(m, "__file__", None)
-)))
+# Run in one fresh interpreter: it loads the libraries every stage shares, then forks a child
+# per script that runs the script's imports (its __main__ block does not run) and the modules
+# named for it (what its stage function imports when it runs), and lists the metalearn files
+# loaded. The fork shares the libraries' import (torch alone is 1.4 s), not metalearn's.
+LIST_IMPORTS = r"""
+import importlib, importlib.util, json, os, sys, traceback
+
+def metalearn_files(script, lazy):
+    spec = importlib.util.spec_from_file_location("stage", script)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    names = set(lazy)
+    if "metalearn.data.episodes" in names:  # it imports a benchmark's dataset module by name
+        from metalearn.data.episodes import MODULES
+        names |= set(MODULES.values())
+    if "metalearn.tracking_process" in names:  # its side process runs metalearn.tracking
+        names.add("metalearn.tracking")
+    for name in names:
+        importlib.import_module(name)
+    return sorted(
+        m.__file__ for name, m in sys.modules.items()
+        if name.startswith("metalearn") and getattr(m, "__file__", None)
+    )
+
+# Not mlflow or polars: their imports start thread pools, and a fork copies their locks held.
+for library in ("torch", "pydantic"):
+    try:
+        importlib.import_module(library)
+    except ImportError:
+        pass
+children = []
+for script, lazy in json.loads(sys.argv[1]):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            result = {"files": metalearn_files(script, lazy)}
+        except BaseException:
+            result = {"error": traceback.format_exc(limit=-3)}
+        with os.fdopen(write, "w") as out:
+            json.dump(result, out)
+        os._exit(0)
+    os.close(write)
+    children.append((script, pid, read))
+results = {}
+for script, pid, read in children:
+    with os.fdopen(read) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    results[script] = json.loads(text) if text else {"error": "the process died importing it"}
+print(json.dumps(results))
 """
 
 
@@ -69,29 +100,37 @@ def lazy_imports(root: Path, stage: str) -> list[str]:
     return sorted(found)
 
 
-def modules_run(root: Path, script: Path) -> list[Path]:
-    """The files a stage script runs: itself and every metalearn module it loads, relative to
-    ``root``."""
-    command = [sys.executable, "-c", IMPORTS, str(root / script), *lazy_imports(root, script.stem)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=root)
-    if result.returncode != 0:
-        raise RuntimeError(f"{script} does not import cleanly:\n{result.stderr.strip()}")
-    files = [Path(f).resolve() for f in json.loads(result.stdout)]
-    outside = [f for f in files if not f.is_relative_to(root)]
-    if outside:
-        raise RuntimeError(
-            f"{script} loads metalearn from {outside[0].parent}, not from this checkout's src/; "
-            "run it with this checkout's interpreter (make install)"
-        )
-    return sorted({script, *(f.relative_to(root) for f in files)})
+def modules_run(root: Path, scripts: list[Path]) -> dict[Path, list[Path]]:
+    """The files each stage script runs: itself and every metalearn module it loads, relative
+    to ``root``."""
+    jobs = [(str(root / s), lazy_imports(root, s.stem)) for s in scripts]
+    command = [sys.executable, "-c", LIST_IMPORTS, json.dumps(jobs)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=300)
+    except subprocess.TimeoutExpired as error:
+        message = "listing the stage scripts' imports took over 300 s; rerun pipeline/code.py"
+        raise RuntimeError(message) from error
+    if done.returncode != 0:
+        raise RuntimeError(f"listing the stage scripts' imports failed:\n{done.stderr.strip()}")
+    results = json.loads(done.stdout)
+    found = {}
+    for script in scripts:
+        result = results[str(root / script)]
+        if "error" in result:
+            raise RuntimeError(f"{script} does not import cleanly:\n{result['error'].strip()}")
+        files = [Path(f).resolve() for f in result["files"]]
+        outside = [f for f in files if not f.is_relative_to(root)]
+        if outside:
+            raise RuntimeError(
+                f"{script} loads metalearn from {outside[0].parent}, not from this checkout's "
+                "src/; run it with this checkout's interpreter (make install)"
+            )
+        found[script] = sorted({script, *(f.relative_to(root) for f in files)})
+    return found
 
 
-def manifest(root: Path, script: Path) -> dict[str, str]:
-    """``{file: sha256}`` for every file ``script`` runs."""
-    return {
-        str(path): hashlib.sha256((root / path).read_bytes()).hexdigest()
-        for path in modules_run(root, script)
-    }
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def stage_scripts(root: Path) -> list[Path]:
@@ -102,9 +141,10 @@ def stage_scripts(root: Path) -> list[Path]:
 def write_manifests(root: Path = Path()) -> dict[str, int]:
     """Write ``code/<script>.json`` for every stage script; all or nothing."""
     root = root.resolve()
-    scripts = stage_scripts(root)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # a subprocess each
-        manifests = dict(zip(scripts, pool.map(lambda s: manifest(root, s), scripts), strict=True))
+    manifests = {
+        script: {str(f): sha256(root / f) for f in files}
+        for script, files in modules_run(root, stage_scripts(root)).items()
+    }
     with atomic_dir(root / paths.CODE) as folder:
         for script, files in manifests.items():
             text = json.dumps(files, indent=2, sort_keys=True) + "\n"

@@ -7,8 +7,9 @@ itself. Listed in each stage, a train stage's 25 modules made the recipe's 112-s
 changes the train, evaluate, tune and efficiency manifests and leaves download's and episodify's
 as they were, so DVC re-runs no download.
 
-What a script runs is found by running it: its module is executed in a fresh process (a
-script's ``__main__`` block does not run), then the modules its ``stages.run_<stage>`` function
+What a script runs is found by running it: its module is executed in a child forked from a
+fresh interpreter that has imported torch and nothing of metalearn (a script's ``__main__``
+block does not run), then the modules its ``stages.run_<stage>`` function
 imports lazily are imported, and every ``metalearn`` module loaded is listed.
 """
 

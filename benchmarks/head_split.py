@@ -22,12 +22,11 @@ import time
 import torch
 
 from metalearn import paths
+from metalearn.algorithms import REGISTRY
 from metalearn.config import benchmark_config, load_config
 from metalearn.data.episodes import load_episodes
 from metalearn.spec import train_cell
 from metalearn.training import Task, build_learner, init_params
-
-LEARNERS = ("maml", "fomaml", "reptile", "imaml", "adjoint", "pretrain")
 
 
 def main() -> None:
@@ -41,7 +40,9 @@ def main() -> None:
     source = load_episodes(paths.episodes(args.benchmark))
     support, query = source.sample_train(cfg.train.meta_batch, torch.Generator().manual_seed(1))
     forms = {}
-    for name in LEARNERS:
+    for name in base.pipeline.learners:  # the meta-trained ones: scratch's gradient is zero
+        if not REGISTRY[name].meta_trained:
+            continue
         cell = train_cell(base, name, args.benchmark)
         task = Task.build(cell.model, source, name)
         g = torch.Generator().manual_seed(0)

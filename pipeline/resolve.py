@@ -13,7 +13,8 @@ from pathlib import Path
 # (dvc exp run --queue/--temp) runs in a copy under .dvc/tmp and must run that copy's code.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from metalearn.stages import exit_now, main, run_resolve
+from metalearn.stages.cli import exit_now, main
+from metalearn.stages.resolve import STAGE
 
 if __name__ == "__main__":
-    exit_now(main(run_resolve, [], sys.argv[1:], __doc__))
+    exit_now(main(STAGE, sys.argv[1:], __doc__))

@@ -10,7 +10,6 @@ from metalearn import paths
 from metalearn.config import load_config
 from metalearn.data.episodes import load_episodes
 from metalearn.spec import COMPILE_FROM, train_cell
-from metalearn.stages import run_episodify
 from metalearn.training import CompileError, meta_train
 
 B = "cosmixture-shot50"
@@ -28,10 +27,8 @@ TINY = [
 
 
 @pytest.fixture
-def source(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    run_episodify(load_config(TINY), B)
+def source(make_workdir):
+    make_workdir(TINY)
     return load_episodes(paths.episodes(B))
 
 

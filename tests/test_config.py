@@ -7,26 +7,28 @@ import pytest
 import torch
 import yaml
 
+from metalearn.algorithms import NAMES as LEARNERS
 from metalearn.config import (
-    LEARNERS,
     Config,
     ConfigError,
     all_benchmarks,
     benchmark_config,
     build_config,
-    eval_steps,
-    learner_options,
     load_config,
     parse_benchmark,
-    resolve_device,
     split_cli,
 )
+from metalearn.config.learners import check_learners, eval_steps, learner_options, learner_section
+from metalearn.runtime import resolve_device
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def load(*overrides: str) -> Config:
-    return load_config(list(overrides), params_path=PARAMS)
+    """params.yaml with ``overrides``, its learners' sections checked too (as stage resolve)."""
+    cfg = load_config(list(overrides), params_path=PARAMS)
+    check_learners(cfg)
+    return cfg
 
 
 def raw_params() -> dict:
@@ -264,7 +266,7 @@ def test_build_config_from_plain_data():
     assert build_config(data) == load()
     data["algo"]["cg_steps"] = 3
     with pytest.raises(ConfigError, match=r"unknown key 'algo\.cg_steps'"):
-        build_config(data)
+        check_learners(build_config(data))
 
 
 # ----------------------------------------------------------------------- learners, benchmarks
@@ -280,7 +282,7 @@ def test_learner_options_precedence():
 def test_learner_options_specific_keys():
     cfg = load()
     assert set(learner_options(cfg, "imaml")) == {"steps", "inner_lr", "lam", "cg_steps"}
-    assert learner_options(cfg, "imaml")["lam"] == cfg.algo.imaml.lam
+    assert learner_options(cfg, "imaml")["lam"] == learner_section(cfg, "imaml").lam
     assert set(learner_options(cfg, "adjoint")) == {
         "steps",
         "inner_lr",
@@ -300,7 +302,7 @@ def test_learner_options_match_the_algorithms():
 
 
 def test_unknown_learner():
-    with pytest.raises(ConfigError, match="unknown learner 'foo'.*maml, fomaml, reptile"):
+    with pytest.raises(ConfigError, match="unknown key 'algo.foo' .*fomaml, imaml, maml"):
         learner_options(load(), "foo")
 
 

@@ -9,7 +9,10 @@ import torch
 from metalearn.algorithms import NAMES, make
 from metalearn.config import load_config
 from metalearn.efficiency.problems import make_problem
-from metalearn.stages import run_episodify, run_evaluate, run_train
+from metalearn.spec import evaluate_cell, train_cell
+from metalearn.stages import episodify as episodify_stage
+from metalearn.stages import evaluate as evaluate_stage
+from metalearn.stages import train as train_stage
 
 GRADIENT_LEARNERS = [n for n in NAMES if n != "bias"]
 META = torch.device("meta")
@@ -50,8 +53,8 @@ def test_train_and_evaluate_on_cuda(tmp_path, monkeypatch):
         "train.seeds=1", "eval.tasks=3", "data.cosmixture.functions={train:6,val:3,test:3}",
         "pipeline.learners=[maml,fomaml,reptile,imaml,adjoint,pretrain,scratch]",
     ])  # fmt: skip
-    run_episodify(cfg, b)
+    episodify_stage.run(cfg, b)
     for learner in cfg.pipeline.learners:
-        assert run_train(cfg, learner, b)["device"].startswith("cuda")
-    results = run_evaluate(cfg, b)
+        assert train_stage.run(train_cell(cfg, learner, b))["device"].startswith("cuda")
+    results = evaluate_stage.run(evaluate_cell(cfg, b))
     assert all(r["mean"] == r["mean"] for r in results.values())  # finite, not NaN

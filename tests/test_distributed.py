@@ -15,9 +15,10 @@ import torch.multiprocessing as mp
 from metalearn import paths
 from metalearn.config import ConfigError, load_config
 from metalearn.data.episodes import load_episodes
-from metalearn.distributed import DistributedError, Shard
+from metalearn.distributed import DistributedError
+from metalearn.shard import Shard
 from metalearn.spec import train_cell
-from metalearn.stages import run_episodify, run_train
+from metalearn.stages import train as train_stage
 from metalearn.training import meta_train
 
 B = "cosmixture-shot50"
@@ -98,12 +99,8 @@ def _free_port():
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run_episodify(load_config(TINY), B)
-    return tmp_path
+def workdir(make_workdir):
+    return make_workdir(TINY)
 
 
 @pytest.mark.parametrize("learner", ["maml", "imaml"])
@@ -126,9 +123,9 @@ def test_the_train_stage_launches_torchrun_ranks_and_a_failing_rank_fails_it(wor
     nothing and marking its MLflow run FAILED."""
     import mlflow
 
-    one = run_train(load_config(TINY), "fomaml", B)
+    one = train_stage.run(train_cell(load_config(TINY), "fomaml", B))
     single = torch.load(paths.model("fomaml", B), weights_only=True)["params"]
-    two = run_train(load_config([*TINY, "train.processes=2"]), "fomaml", B)
+    two = train_stage.run(train_cell(load_config([*TINY, "train.processes=2"]), "fomaml", B))
     assert two["iterations"] == one["iterations"] == 3
     ranked = torch.load(paths.model("fomaml", B), weights_only=True)["params"]
     for k, v in single.items():
@@ -148,7 +145,9 @@ def test_the_train_stage_launches_torchrun_ranks_and_a_failing_rank_fails_it(wor
     src = Path(__file__).resolve().parents[1] / "src"
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), str(src)]))
     with pytest.raises(DistributedError, match=r"a rank of 2 failed: .*rank 1 lost its"):
-        run_train(load_config([*TINY, "train.processes=2", "train.seed=1"]), "fomaml", B)
+        train_stage.run(
+            train_cell(load_config([*TINY, "train.processes=2", "train.seed=1"]), "fomaml", B)
+        )
     assert {p: p.read_bytes() for p in (workdir / "models").rglob("*.pt")} == before
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED", "FINISHED"]

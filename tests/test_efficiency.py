@@ -174,6 +174,7 @@ def test_targets_from_rows():
 def tiny_efficiency(**changes):
     """The efficiency section of params.yaml, shrunk to seconds of work."""
     from metalearn.config import load_config
+    from metalearn.config.learners import check_learners
 
     overrides = {
         "efficiency.steps": "[1,2]",
@@ -193,7 +194,9 @@ def tiny_efficiency(**changes):
             replaced += [f"~{key}", f"+{key}={value}"]
         else:
             replaced.append(f"{key}={value}")
-    return load_config(replaced)
+    cfg = load_config(replaced)
+    check_learners(cfg)  # as the efficiency stage does: its variants name learners
+    return cfg
 
 
 def test_stage_writes_csvs_plots_and_targets_all_at_once(tmp_path):

@@ -12,34 +12,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from metalearn import paths
-from metalearn.config import load_config
-from metalearn.stages import run_episodify
+from tests.tiny import TINY as SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
 B = "cosmixture-shot50"
-TINY = [
-    "algo.steps=2",
-    "algo.maml.steps=null",
-    "train.iterations=4",
-    "train.val_every=2",
-    "train.meta_batch=2",
-    "train.seeds=1",
-    "eval.tasks=3",
-    "data.cosmixture.functions={train:6,val:3,test:3}",
-    f"~pipeline.benchmarks.{B}.algo",
-    f"++pipeline.benchmarks.{B}.train.seeds=1",
-]
+TINY = [*SMALL, "train.seeds=1", f"++pipeline.benchmarks.{B}.train.seeds=1"]  # one seed
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    run_episodify(load_config(TINY), B)
-    return tmp_path
+def workdir(make_workdir):
+    return make_workdir(TINY)
 
 
 def stage_env(workdir: Path, uri: str | None = None) -> dict[str, str]:
@@ -160,3 +146,74 @@ def test_evaluate_refuses_a_misfiled_or_unreadable_checkpoint_naming_it(workdir)
     )
     maml.write_bytes(kept)
     assert evaluate(workdir, learners)[0] == 0
+
+
+def outputs(workdir: Path) -> dict[Path, bytes]:
+    """Every file the train stage writes (models, curves, metrics files), by path."""
+    found = {p: p.read_bytes() for p in (workdir / "models").rglob("*") if p.is_file()}
+    return found | {p: p.read_bytes() for p in (workdir / "results").rglob("*") if p.is_file()}
+
+
+def alive(process: subprocess.Popen) -> list[str]:
+    """The processes of ``process``'s session still running (the stage and its helpers)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if os.getsid(p.info["pid"]) == process.pid and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(" ".join(p.info["cmdline"] or []))
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_stage_and_its_side_process_writing_nothing(workdir, signum):
+    assert train(workdir)[0] == 0
+    kept = outputs(workdir)
+    with endless_stage(workdir) as process:
+        wait_for(workdir, "RUNNING")
+        start = time.perf_counter()
+        process.send_signal(signum)  # the stage alone, as `docker stop` or Ctrl-C in a script
+        _, err = process.communicate(timeout=30)
+        assert time.perf_counter() - start < 10
+        deadline = time.monotonic() + 10
+        while alive(process) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive(process) == []
+    assert process.returncode == 128 + signum
+    assert "Traceback" not in err
+    assert f"error: stopped by {signal.Signals(signum).name}: no output written" in err
+    assert outputs(workdir) == kept
+    assert statuses(workdir) == ["FINISHED", "KILLED"]
+
+
+# Injected into a stage's interpreter (sitecustomize): the metrics file, the train stage's last
+# output, cannot be written, as on a full disk.
+FULL_DISK = """
+import errno, pathlib
+write_text = pathlib.Path.write_text
+def full(self, *args, **kwargs):
+    if "results/train" in str(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return write_text(self, *args, **kwargs)
+pathlib.Path.write_text = full
+"""
+
+
+def test_a_full_disk_mid_write_keeps_every_earlier_output_and_fails_the_run(workdir, tmp_path):
+    assert train(workdir)[0] == 0
+    kept = outputs(workdir)
+    hook = tmp_path / "full-disk"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FULL_DISK)
+    env = {**stage_env(workdir), "PYTHONPATH": str(hook)}
+    cmd = [sys.executable, str(ROOT / "pipeline/train.py"), "learner=maml", f"benchmark={B}"]
+    done = subprocess.run(
+        [*cmd, *TINY, "train.seed=5"], cwd=workdir, env=env, text=True, capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error: no space left on the device" in done.stderr
+    assert "the earlier outputs are unchanged" in done.stderr
+    assert outputs(workdir) == kept  # the new model and curve were written, then discarded
+    leftovers = [p.name for p in workdir.rglob(".*") if p.suffix in (".tmp", ".old")]
+    assert leftovers == []
+    assert statuses(workdir) == ["FINISHED", "FAILED"]

@@ -9,10 +9,9 @@ import torch
 from metalearn import paths
 from metalearn.config import load_config
 from metalearn.data.episodes import load_episodes
-from metalearn.parallel import train_all
+from metalearn.parallel import meta_train_seeds, train_all
 from metalearn.spec import train_cell
-from metalearn.stages import run_episodify
-from metalearn.training import NonFiniteError, meta_train_seeds
+from metalearn.training import NonFiniteError
 
 BENCHMARK = "cosmixture-shot50"
 TINY = [
@@ -29,12 +28,9 @@ TINY = [
 
 
 @pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    cfg = load_config(TINY)
-    run_episodify(cfg, BENCHMARK)
-    return train_cell(cfg, "fomaml", BENCHMARK)
+def tiny(make_workdir):
+    make_workdir(TINY)
+    return train_cell(load_config(TINY), "fomaml", BENCHMARK)
 
 
 def test_seeds_in_two_workers_equal_the_seeds_one_after_another(tiny):

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from metalearn import code_manifest, paths
+from metalearn.algorithms import NAMES
 from metalearn.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,13 +57,14 @@ def test_dvc_yaml_paths_match_paths_module():
         str(paths.train_curve(learner, benchmark)),
         str(paths.train_metrics(learner, benchmark)),
     }
-    assert str(paths.train_spec(learner, benchmark)) in train["deps"]
+    cell_spec = {str(paths.train_spec(learner, benchmark)): ["spec"]}
+    assert cell_spec in train["params"] and cell_spec in dvc["train-cf"]["params"]
     evaluate = dvc["evaluate"]["do"]
     assert names(evaluate["outs"]) == {
         str(paths.eval_per_task_dir("${key}")),
         str(paths.eval_metrics("${key}")),
     }
-    assert str(paths.evaluate_spec("${key}")) in evaluate["deps"]
+    assert {str(paths.evaluate_spec("${key}")): ["spec"]} in evaluate["params"]
     assert str(paths.episodes("${key}")) in evaluate["deps"]
     assert str(paths.models("${key}")) in evaluate["deps"]
     assert paths.model(learner, benchmark).parent == paths.models(benchmark)
@@ -112,7 +114,7 @@ def test_a_manifest_lists_what_its_stage_runs_and_nothing_else():
     found = code_manifest.modules_run(ROOT, scripts)
     train, download, report = ({str(f) for f in found[s]} for s in scripts)
     assert "pipeline/train.py" in train
-    for module in ("training", "tracking_process", "tracking", "algorithms/maml", "models"):
+    for module in ("training", "tracking_process", "tracking_side", "tracking", "algorithms/maml"):
         assert f"src/metalearn/{module}.py" in train
     assert not any("report" in f or "efficiency" in f for f in train)
     assert not any("/algorithms/" in f for f in download)  # an algorithm edit re-downloads nothing
@@ -122,7 +124,7 @@ def test_a_manifest_lists_what_its_stage_runs_and_nothing_else():
 
 def test_a_manifest_names_a_script_that_does_not_import(tmp_path):
     (tmp_path / "src/metalearn").mkdir(parents=True)
-    (tmp_path / "src/metalearn/stages.py").write_text("")
+    (tmp_path / "src/metalearn/__init__.py").write_text("")
     (tmp_path / "pipeline").mkdir()
     (tmp_path / "pipeline/broken.py").write_text("import metalearn_no_such_module\n")
     with pytest.raises(RuntimeError, match="pipeline/broken.py does not import cleanly"):
@@ -130,12 +132,9 @@ def test_a_manifest_names_a_script_that_does_not_import(tmp_path):
     assert not (tmp_path / paths.CODE).exists()  # nothing half-written
 
 
-def test_the_learner_names_agree():
-    from metalearn.algorithms import NAMES
-    from metalearn.config import LEARNERS
-
-    assert set(NAMES) == set(LEARNERS)
-    assert set(load_config().pipeline.learners) <= set(NAMES)
+def test_the_pipelines_learners_are_the_algorithms():
+    cfg = load_config()
+    assert set(cfg.pipeline.learners) | set(cfg.pipeline.cf_learners) <= set(NAMES)
 
 
 def test_readme_results_are_the_reports():

@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 
 from metalearn import paths
-from metalearn.config import benchmark_config, flatten, load_config
-from metalearn.spec import all_specs, dumps, evaluate_spec, train_cell, train_spec, write_specs
+from metalearn.cell import TrainCell
+from metalearn.config import ConfigError, benchmark_config, flatten, load_config
+from metalearn.config.learners import learner_section as section
+from metalearn.spec import (
+    all_specs,
+    dumps,
+    evaluate_spec,
+    read_cell,
+    train_cell,
+    train_spec,
+    write_specs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 B = "cosmixture-shot50"
@@ -68,7 +78,7 @@ def test_every_value_of_the_sections_train_reads_is_in_its_spec():
     leaves = flatten({
         "model": dataclasses.asdict(cfg.model),
         "train": dataclasses.asdict(cfg.train),
-        "algo": {"adapt": cfg.algo.adapt, "imaml": dataclasses.asdict(cfg.algo.imaml)},
+        "algo": {"adapt": cfg.algo.adapt, "imaml": dataclasses.asdict(section(cfg, "imaml"))},
     })  # fmt: skip
     base = spec_of([])
     other = {"auto": "cpu", "tanh": "relu", "head": "all", "all": "head", "factors": "mlp"}
@@ -106,7 +116,8 @@ def test_the_training_code_never_sees_the_config():
 
 
 def test_a_cells_spec_holds_every_field_but_workers():
-    """What the spec leaves out cannot change the numbers: only the worker count."""
+    """What the spec leaves out cannot change the numbers: the worker count, and the name of
+    the stage that trains the cell."""
     cell = train_cell(load_config(), "imaml", B)
     leaves = set(flatten(cell.spec()))
     for field in dataclasses.fields(cell):
@@ -114,7 +125,7 @@ def test_a_cells_spec_holds_every_field_but_workers():
         found |= {leaf for leaf in leaves if leaf.split(".")[0] == field.name}
         if field.name == "options":
             found = {f"algo.{k}" for k in cell.options} & leaves
-        assert bool(found) == (field.name != "workers"), field.name
+        assert bool(found) == (field.name not in ("workers", "stage")), field.name
 
 
 def test_evaluate_spec_names_its_learners_and_their_meta_test_k():
@@ -135,8 +146,23 @@ def test_resolve_writes_a_spec_for_every_cell_of_dvc_yaml(tmp_path, monkeypatch)
     p = cfg.pipeline
     expected = len(p.learners) * len(p.benchmarks) + len(p.cf_learners) * len(p.cf_benchmarks)
     assert len(list((tmp_path / "configs/train").iterdir())) == expected
-    spec = json.loads(paths.train_spec("maml", B).read_text())
-    assert dumps(spec) == dumps(train_spec(cfg, "maml", B))
+    found = json.loads(paths.train_spec("maml", B).read_text())
+    assert dumps(found["spec"]) == dumps(train_spec(cfg, "maml", B))
+    assert read_cell(paths.train_spec("maml", B), TrainCell) == train_cell(cfg, "maml", B)
+
+
+def test_a_hand_edited_cell_file_is_refused_naming_the_fix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_specs(load_config())
+    path = paths.train_spec("maml", B)
+    found = json.loads(path.read_text())
+    found["cell"]["meta_lr"] *= 2
+    path.write_text(json.dumps(found))
+    with pytest.raises(ConfigError, match=r"its spec is not that of its cell.*dvc repro resolve"):
+        read_cell(path, TrainCell)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"is missing; re-create it: dvc repro resolve"):
+        read_cell(path, TrainCell)
 
 
 def test_a_typo_anywhere_in_params_fails_resolve_and_keeps_the_old_specs(tmp_path):

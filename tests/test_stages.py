@@ -13,35 +13,23 @@ import pytest
 import torch
 
 from metalearn import paths
+from metalearn.checkpoint import CheckpointError
 from metalearn.config import load_config
 from metalearn.data.episodes import load_episodes
 from metalearn.models import init_params
-from metalearn.spec import train_cell
-from metalearn.stages import CheckpointError, run_episodify, run_evaluate, run_train
-from metalearn.stages import main as stage_main
-from metalearn.training import Adam, NonFiniteError, Task, meta_train
+from metalearn.spec import evaluate_cell, train_cell
+from metalearn.stages import evaluate as evaluate_stage
+from metalearn.stages import train as train_stage
+from metalearn.stages.cli import main
+from metalearn.training import NonFiniteError, Task, meta_train
+from tests.tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = [
-    "algo.steps=2",
-    "algo.maml.steps=null",
-    "train.iterations=4",
-    "train.val_every=2",
-    "train.meta_batch=2",
-    "eval.tasks=3",
-    "data.cosmixture.functions={train:6,val:3,test:3}",
-    "~pipeline.benchmarks.cosmixture-shot50.algo",  # its tuned step sizes: the top level's here
-]
-
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run_episodify(load_config(TINY), "cosmixture-shot50")
-    return tmp_path
+def workdir(make_workdir):
+    return make_workdir(TINY)
 
 
 def test_same_seed_same_parameters(workdir):
@@ -56,9 +44,9 @@ def test_same_seed_same_parameters(workdir):
 
 def test_train_then_evaluate_writes_outputs_and_one_run(workdir):
     cfg = load_config([*TINY, "pipeline.learners=[fomaml]"])
-    metrics = run_train(cfg, "fomaml", "cosmixture-shot50")
+    metrics = train_stage.run(train_cell(cfg, "fomaml", "cosmixture-shot50"))
     trained = mlflow.get_run(metrics["mlflow_run_id"]).info
-    result = run_evaluate(cfg, "cosmixture-shot50")["fomaml"]
+    result = evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))["fomaml"]
     assert result["tasks"] == 3 and math.isfinite(result["mean"])
     assert result["mlflow_run_id"] == metrics["mlflow_run_id"]
     run = mlflow.get_run(metrics["mlflow_run_id"])
@@ -74,13 +62,13 @@ def test_train_then_evaluate_writes_outputs_and_one_run(workdir):
 
 def test_evaluate_scores_every_learner_of_the_benchmark_or_writes_nothing(workdir):
     cfg = load_config([*TINY, "pipeline.learners=[maml,scratch]"])
-    run_train(cfg, "maml", "cosmixture-shot50")
+    train_stage.run(train_cell(cfg, "maml", "cosmixture-shot50"))
     with pytest.raises(FileNotFoundError, match=r"run train@scratch-cosmixture-shot50"):
-        run_evaluate(cfg, "cosmixture-shot50")
+        evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))
     assert not paths.eval_metrics("cosmixture-shot50").exists()
     assert not paths.eval_per_task_dir("cosmixture-shot50").exists()
-    run_train(cfg, "scratch", "cosmixture-shot50")
-    assert set(run_evaluate(cfg, "cosmixture-shot50")) == {"maml", "scratch"}
+    train_stage.run(train_cell(cfg, "scratch", "cosmixture-shot50"))
+    assert set(evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))) == {"maml", "scratch"}
     assert {p.name for p in paths.eval_per_task_dir("cosmixture-shot50").iterdir()} == {
         "maml.parquet",
         "scratch.parquet",
@@ -93,7 +81,7 @@ def test_non_finite_loss_stops_training_and_keeps_earlier_outputs(workdir):
     model.write_bytes(b"an earlier result")
     cfg = load_config([*TINY, "algo.inner_lr=1e30"])
     with pytest.raises(NonFiniteError, match=r"maml on cosmixture-shot50: .* at iteration 1"):
-        run_train(cfg, "maml", "cosmixture-shot50")
+        train_stage.run(train_cell(cfg, "maml", "cosmixture-shot50"))
     assert model.read_bytes() == b"an earlier result"
     assert not paths.train_metrics("maml", "cosmixture-shot50").exists()
     assert not paths.train_curve("maml", "cosmixture-shot50").exists()
@@ -104,34 +92,34 @@ def test_non_finite_loss_stops_training_and_keeps_earlier_outputs(workdir):
 def test_evaluate_refuses_a_checkpoint_another_cell_wrote(workdir):
     cfg = load_config([*TINY, "pipeline.learners=[maml,fomaml]"])
     for learner in ("maml", "fomaml"):
-        run_train(cfg, learner, "cosmixture-shot50")
+        train_stage.run(train_cell(cfg, learner, "cosmixture-shot50"))
     maml = paths.model("maml", "cosmixture-shot50")
     kept = maml.read_bytes()
     shutil.copy(paths.model("fomaml", "cosmixture-shot50"), maml)
     with pytest.raises(CheckpointError, match=r"holds the spec of fomaml on cosmixture-shot50, "
                        r"not the one train@maml-cosmixture-shot50 trains now"):  # fmt: skip
-        run_evaluate(cfg, "cosmixture-shot50")
+        evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))
     assert not paths.eval_metrics("cosmixture-shot50").exists()
     maml.write_bytes(kept)
     changed = load_config([*TINY, "pipeline.learners=[maml,fomaml]", "train.meta_batch=3"])
     with pytest.raises(CheckpointError, match=r"params changed since it was trained"):
-        run_evaluate(changed, "cosmixture-shot50")
-    assert set(run_evaluate(cfg, "cosmixture-shot50")) == {"maml", "fomaml"}
+        evaluate_stage.run(evaluate_cell(changed, "cosmixture-shot50"))
+    assert set(evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))) == {"maml", "fomaml"}
 
 
 def test_an_unreadable_checkpoint_names_the_file_and_the_stage(workdir):
     cfg = load_config([*TINY, "pipeline.learners=[maml]"])
-    run_train(cfg, "maml", "cosmixture-shot50")
+    train_stage.run(train_cell(cfg, "maml", "cosmixture-shot50"))
     model = paths.model("maml", "cosmixture-shot50")
     model.write_bytes(model.read_bytes()[:100])  # truncated
     with pytest.raises(CheckpointError, match=r"models/cosmixture-shot50/maml.pt cannot be read "
                        r".*dvc repro --force train@maml-cosmixture-shot50"):  # fmt: skip
-        run_evaluate(cfg, "cosmixture-shot50")
+        evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))
 
 
 def test_evaluate_without_a_model_names_the_stage_to_run(workdir):
     with pytest.raises(FileNotFoundError, match=r"run train@maml-cosmixture-shot50"):
-        run_evaluate(load_config(TINY), "cosmixture-shot50")
+        evaluate_stage.run(evaluate_cell(load_config(TINY), "cosmixture-shot50"))
 
 
 def test_scratch_keeps_the_initialisation(workdir):
@@ -143,14 +131,14 @@ def test_scratch_keeps_the_initialisation(workdir):
     init = init_params(task.model, torch.Generator().manual_seed(cfg.train.seed))
     assert all(torch.equal(result.params[k], init[k]) for k in init)
     assert [row["iteration"] for row in result.curve] == [0]
-    assert run_train(cfg, "scratch", "cosmixture-shot50")["iterations"] == 0
+    assert train_stage.run(train_cell(cfg, "scratch", "cosmixture-shot50"))["iterations"] == 0
 
 
 def test_a_benchmark_entry_sets_its_own_protocol(workdir):
     entry = "pipeline.benchmarks.cosmixture-shot50"
     cfg = load_config([*TINY, f"+{entry}.train.iterations=3", f"+{entry}.algo.maml.iterations=5"])
-    assert run_train(cfg, "fomaml", "cosmixture-shot50")["iterations"] == 3
-    assert run_train(cfg, "maml", "cosmixture-shot50")["iterations"] == 5
+    assert train_stage.run(train_cell(cfg, "fomaml", "cosmixture-shot50"))["iterations"] == 3
+    assert train_stage.run(train_cell(cfg, "maml", "cosmixture-shot50"))["iterations"] == 5
     curve = pl.read_csv(paths.train_curve("maml", "cosmixture-shot50"))
     seeds = cfg.pipeline.benchmarks["cosmixture-shot50"].train["seeds"]  # the entry's 3
     assert curve["iteration"].to_list() == [1, 2, 3, 4, 5] * seeds
@@ -178,7 +166,7 @@ def test_meta_test_uses_the_best_meta_val_point(workdir):
 def test_every_training_seed_is_trained_and_scored(workdir):
     seeds = "pipeline.benchmarks.cosmixture-shot50.train.seeds=2"  # the entry beats train.seeds
     cfg = load_config([*TINY, seeds, "pipeline.learners=[maml]"])
-    metrics = run_train(cfg, "maml", "cosmixture-shot50")
+    metrics = train_stage.run(train_cell(cfg, "maml", "cosmixture-shot50"))
     assert metrics["seeds"] == 2
     checkpoint = torch.load(paths.model("maml", "cosmixture-shot50"), weights_only=True)
     first, second = checkpoint["seed_params"]
@@ -186,50 +174,12 @@ def test_every_training_seed_is_trained_and_scored(workdir):
         first["head.bias"], second["head.bias"]
     )
     assert all(torch.equal(checkpoint["params"][k], first[k]) for k in first)
-    result = run_evaluate(cfg, "cosmixture-shot50")["maml"]
+    result = evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))["maml"]
     per_task = pl.read_parquet(paths.eval_per_task("maml", "cosmixture-shot50"))
     by_seed = per_task.select("nrmse_seed0", "nrmse_seed1").to_numpy()
     assert per_task["nrmse"].to_numpy() == pytest.approx(by_seed.mean(1))
     assert result["seeds"] == 2 and result["mean"] == pytest.approx(by_seed.mean())
     assert result["seed_sd"] == pytest.approx(by_seed.mean(0).std(ddof=1), rel=1e-5)
-
-
-def test_diagnostics_score_every_split_at_every_step_count(workdir, capsys):
-    from metalearn.diagnostics import main
-
-    run_train(load_config(TINY), "maml", "cosmixture-shot50")
-    assert main(["maml", "cosmixture-shot50", "--steps", "1", "4", "--tasks", "3", *TINY]) == 0
-    table = capsys.readouterr().out
-    for split in ("meta-train", "meta-val", "meta-test"):
-        assert f"| {split} | 1 | 3 |" in table and f"| {split} | 4 | 3 |" in table
-    assert main(["imaml", "cosmixture-shot50", *TINY]) == 1  # not trained: says which stage
-    assert "run train@imaml-cosmixture-shot50" in capsys.readouterr().err
-
-
-def test_adam_matches_torch_adam_in_float64():
-    gen = torch.Generator().manual_seed(0)
-    start = {"w": torch.randn(3, 4, generator=gen, dtype=torch.float64), "b": torch.zeros(4)}
-    ours = {k: v.clone() for k, v in start.items()}
-    theirs = {k: torch.nn.Parameter(v.clone()) for k, v in start.items()}
-    adam = Adam(ours, lr=0.01)
-    reference = torch.optim.Adam(theirs.values(), lr=0.01, foreach=False)
-    for _ in range(5):
-        grads = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in start.items()}
-        adam.step(ours, grads)
-        for k, p in theirs.items():
-            p.grad = grads[k]
-        reference.step()
-    for k in start:
-        assert torch.equal(ours[k], theirs[k].detach()), k
-    assert not torch.equal(ours["w"], start["w"])
-
-
-def test_a_finite_but_diverging_loss_stops_training():
-    from metalearn.training import DIVERGENCE, _check_divergence
-
-    _check_divergence(0.5 * DIVERGENCE, 1.0, "maml", "cosmixture-shot50", 7)  # still training
-    with pytest.raises(NonFiniteError, match=r"maml on cosmixture-shot50: .* diverged at iter"):
-        _check_divergence(2e12, 0.3, "maml", "cosmixture-shot50", 7)
 
 
 SELECTORS = {
@@ -269,7 +219,7 @@ def test_the_code_stage_answers_help_and_refuses_arguments():
 
 def test_a_selector_that_params_yaml_does_not_define_is_a_clear_error(capsys):
     argv = ["learner=mamll", "benchmark=cosmixture-shot50"]
-    code = stage_main(run_train, ["learner", "benchmark"], argv)
+    code = main(train_stage.STAGE, argv)
     err = capsys.readouterr().err
     assert code == 1
     assert "learner=mamll is not in params.yaml; one of: maml, fomaml" in err
@@ -277,7 +227,7 @@ def test_a_selector_that_params_yaml_does_not_define_is_a_clear_error(capsys):
 
 def test_a_stage_prints_its_result_as_one_short_line():
     """DVC's log shows a stage's stdout: a report's nested summary must not flood it."""
-    from metalearn.stages import brief
+    from metalearn.stages.cli import brief
 
     report = {
         "cosmixture-shot50": {f"learner{i}": {"nrmse": 0.5} for i in range(9)},

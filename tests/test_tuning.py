@@ -10,9 +10,11 @@ import polars as pl
 import pytest
 
 from metalearn import paths
-from metalearn.config import benchmark_config, default_params_path, load_config, meta_lr
-from metalearn.spec import train_cell
-from metalearn.stages import run_episodify, run_tune
+from metalearn.config import benchmark_config, default_params_path, load_config
+from metalearn.config.learners import meta_lr
+from metalearn.spec import train_cell, tune_cell
+from metalearn.stages import episodify as episodify_stage
+from metalearn.stages import tune as tune_stage
 from metalearn.tuning import apply, choose, markdown, one_by_one, point_cell, tune
 
 GRID = ["tune.learners=[maml,fomaml]", "tune.inner_lr=[0.01,0.1]", "tune.meta_lr=[0.001]"]
@@ -74,9 +76,9 @@ def test_apply_writes_the_choice_into_every_entry_of_the_dataset(tmp_path):
     tuned = load_config(params_path=params)
     for b in ("movielens100k-shot10", "movielens100k-shot20"):
         entry = benchmark_config(tuned, b)
-        assert entry.algo.maml.inner_lr == 0.07 and meta_lr(entry, "maml") == 0.004
-    untouched = benchmark_config(tuned, "movielens1m-shot10")
-    assert untouched.algo.maml == benchmark_config(cfg, "movielens1m-shot10").algo.maml
+        assert entry.algo.learners["maml"]["inner_lr"] == 0.07 and meta_lr(entry, "maml") == 0.004
+    untouched = benchmark_config(tuned, "movielens1m-shot10").algo.learners["maml"]
+    assert untouched == benchmark_config(cfg, "movielens1m-shot10").algo.learners["maml"]
     assert apply(params, choices, cfg) == []  # already there
 
 
@@ -101,8 +103,8 @@ def test_the_stage_writes_the_sweep_and_the_choice(workdir):
             "eval.tasks=3",
         ]
     )
-    run_episodify(cfg, "cosmixture-shot50")
-    chosen = run_tune(cfg, "cosmixture-shot50")
+    episodify_stage.run(cfg, "cosmixture-shot50")
+    chosen = tune_stage.run(tune_cell(cfg, "cosmixture-shot50"))
     table = pl.read_csv(paths.tuning_csv("cosmixture-shot50"))
     assert table.height == 4 and set(table["learner"]) == {"maml", "fomaml"}
     summary = json.loads(paths.tuning_json("cosmixture-shot50").read_text())
@@ -111,7 +113,7 @@ def test_the_stage_writes_the_sweep_and_the_choice(workdir):
         best = rows.sort("best_meta_val")[0]
         assert best["inner_lr"].item() == inner_lr == summary["chosen"][learner]["inner_lr"]
     with pytest.raises(ValueError, match="not in tune.benchmarks"):
-        run_tune(cfg, "alpine-shot50")
+        tune_stage.run(tune_cell(cfg, "alpine-shot50"))
 
 
 def test_a_diverged_point_loses_and_the_sweep_goes_on():

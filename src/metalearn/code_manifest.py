@@ -1,21 +1,20 @@
 """Stage code: one manifest per stage script, the hashes of exactly the modules it runs.
 
 Every other stage depends on its manifest (``code/<script>.json``) instead of listing the modules
-itself. Listed in each stage, a train stage's 25 modules made the recipe's 112-stage ``dvc.lock``
-19,376 lines, and DVC reads and rewrites the whole lock after every stage it runs (3.2 s a stage,
-``benchmarks/lock_cost.py``). The manifest keeps the invalidation exact: an algorithm edit
-changes the train, evaluate, tune and efficiency manifests and leaves download's and episodify's
-as they were, so DVC re-runs no download.
+itself: DVC reads and rewrites the whole ``dvc.lock`` after every stage it runs, and the modules
+listed in each stage made it several times longer (``benchmarks/lock_cost.py``). The manifest
+keeps the invalidation exact: an algorithm edit changes the train, evaluate, tune and efficiency
+manifests and leaves download's and episodify's as they were, so DVC re-runs no download.
 
 What a script runs is found by running it: its module is executed in a child forked from a
 fresh interpreter that has imported torch and nothing of metalearn (a script's ``__main__``
-block does not run), then the modules its ``stages.run_<stage>`` function
-imports lazily are imported, and every ``metalearn`` module loaded is listed.
+block does not run; a stage module imports all it uses at its top), and every ``metalearn``
+module loaded is listed, with those that a loaded module names in ``RUNS``: the modules it runs
+besides its imports (a dataset module imported by name, the train stage's MLflow side process).
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import subprocess
@@ -27,22 +26,25 @@ from metalearn.io import atomic_dir
 
 # Run in one fresh interpreter: it loads the libraries every stage shares, then forks a child
 # per script that runs the script's imports (its __main__ block does not run) and the modules
-# named for it (what its stage function imports when it runs), and lists the metalearn files
-# loaded. The fork shares the libraries' import (torch alone is 1.4 s), not metalearn's.
+# that loaded modules name in RUNS, and lists the metalearn files loaded. The fork shares the
+# libraries' import (torch alone is 1.4 s), not metalearn's.
 LIST_IMPORTS = r"""
 import importlib, importlib.util, json, os, sys, traceback
 
-def metalearn_files(script, lazy):
+def metalearn_files(script):
     spec = importlib.util.spec_from_file_location("stage", script)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    names = set(lazy)
-    if "metalearn.data.episodes" in names:  # it imports a benchmark's dataset module by name
-        from metalearn.data.episodes import MODULES
-        names |= set(MODULES.values())
-    if "metalearn.tracking_process" in names:  # its side process runs metalearn.tracking
-        names.add("metalearn.tracking")
-    for name in names:
-        importlib.import_module(name)
+    done = set()
+    while True:  # what loaded modules run besides their imports (their RUNS), to a fixed point
+        runs = {
+            name for loaded, module in list(sys.modules.items()) if loaded.startswith("metalearn")
+            for name in getattr(module, "RUNS", ())
+        } - done
+        if not runs:
+            break
+        for name in sorted(runs):
+            importlib.import_module(name)
+        done |= runs
     return sorted(
         m.__file__ for name, m in sys.modules.items()
         if name.startswith("metalearn") and getattr(m, "__file__", None)
@@ -55,13 +57,13 @@ for library in ("torch", "pydantic"):
     except ImportError:
         pass
 children = []
-for script, lazy in json.loads(sys.argv[1]):
+for script in json.loads(sys.argv[1]):
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read)
         try:
-            result = {"files": metalearn_files(script, lazy)}
+            result = {"files": metalearn_files(script)}
         except BaseException:
             result = {"error": traceback.format_exc(limit=-3)}
         with os.fdopen(write, "w") as out:
@@ -79,32 +81,10 @@ print(json.dumps(results))
 """
 
 
-def lazy_imports(root: Path, stage: str) -> list[str]:
-    """The metalearn modules imported inside ``stages.run_<stage>`` and the stages.py helpers it
-    calls (stages.py imports lazily, so a stage loads only what it uses)."""
-    tree = ast.parse((root / "src/metalearn/stages.py").read_text())
-    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
-    todo, seen, found = [f"run_{stage}"], set(), set()
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in functions:
-            continue
-        seen.add(name)
-        for node in ast.walk(functions[name]):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("metalearn"):
-                if node.module == "metalearn":  # from metalearn import paths
-                    found |= {f"metalearn.{alias.name}" for alias in node.names}
-                else:
-                    found.add(node.module)
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                todo.append(node.func.id)
-    return sorted(found)
-
-
 def modules_run(root: Path, scripts: list[Path]) -> dict[Path, list[Path]]:
     """The files each stage script runs: itself and every metalearn module it loads, relative
     to ``root``."""
-    jobs = [(str(root / s), lazy_imports(root, s.stem)) for s in scripts]
+    jobs = [str(root / s) for s in scripts]
     command = [sys.executable, "-c", LIST_IMPORTS, json.dumps(jobs)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=300)

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from metalearn import paths
+from metalearn.checkpoint import load_checkpoint
 from metalearn.config import Config, benchmark_config, load_config
 from metalearn.data.episodes import load_episodes
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.metrics import mean_ci
 from metalearn.spec import train_cell
-from metalearn.stages import load_checkpoint
 from metalearn.training import Task, build_learner
 
 

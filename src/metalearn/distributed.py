@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,80 +39,63 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
 
-from metalearn.config import ModelConfig
-from metalearn.functional import Params
-from metalearn.spec import TrainCell
+from metalearn import paths
+from metalearn.cell import TrainCell
+from metalearn.config import load_config, split_cli
+from metalearn.data.episodes import load_episodes
+from metalearn.errors import StageError
+from metalearn.lifetime import die_with_parent
+from metalearn.runtime import torch_runtime
+from metalearn.shard import Shard
+from metalearn.spec import train_cell
+from metalearn.training import TrainResult, meta_train, training_seeds
 
 
-class DistributedError(RuntimeError):
+class DistributedError(StageError, RuntimeError):
     """A rank of a data-parallel meta-training failed; the message is that rank's error."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Shard:
-    """Rank ``rank`` of ``world``: which tasks of a meta-batch it takes, and the all-reduce
-    that turns its mean meta-gradient into the whole batch's."""
-
-    rank: int
-    world: int
-
-    def bounds(self, n: int) -> tuple[int, int]:
-        """This rank's tasks ``[start, stop)`` of ``n`` (sizes differ by at most one)."""
-        return n * self.rank // self.world, n * (self.rank + 1) // self.world
-
-    def take(self, tree: Any, n: int) -> Any:
-        """This rank's tasks of every tensor in ``tree`` (the task dimension first)."""
-        start, stop = self.bounds(n)
-        return torch.utils._pytree.tree_map(lambda t: t[start:stop], tree)
-
-    def average(self, grads: Params, loss: torch.Tensor, n: int) -> tuple[Params, torch.Tensor]:
-        """The meta-batch's mean from each rank's mean over its share: one all-reduce of the
-        shares' means weighted by their task counts."""
-        start, stop = self.bounds(n)
-        weight = (stop - start) / n
-        keys = list(grads)
-        flat = torch.cat([grads[k].reshape(-1) for k in keys] + [loss.reshape(1)]) * weight
-        dist.all_reduce(flat)
-        out, offset = {}, 0
-        for k in keys:
-            size = grads[k].numel()
-            out[k] = flat[offset : offset + size].view_as(grads[k])
-            offset += size
-        return out, flat[-1]
-
-
-def _cell_to_json(cell: TrainCell) -> str:
-    return json.dumps(dataclasses.asdict(cell))
-
-
-def _cell_from_json(text: str) -> TrainCell:
-    data = json.loads(text)
-    data["model"] = ModelConfig(**data["model"])
-    return TrainCell(**data)
 
 
 def launch(cell: TrainCell) -> list[Any]:
     """Meta-train ``cell``'s seeds on ``cell.processes`` ranks of this machine (torchrun) and
     return rank 0's :class:`metalearn.training.TrainResult` of each seed."""
-    from metalearn.training import TrainResult
-
     with tempfile.TemporaryDirectory(prefix="metalearn-ranks-") as job:
-        Path(job, "cell.json").write_text(_cell_to_json(cell))
+        Path(job, "cell.json").write_text(json.dumps(cell.to_dict()))
         rendezvous = os.environ.get("METALEARN_TORCHRUN", "--standalone").split()
         command = [
             sys.executable, "-m", "torch.distributed.run", *rendezvous,
             f"--nproc-per-node={cell.processes}", "-m", "metalearn.distributed", job,
         ]  # fmt: skip
         env = {**os.environ, "TORCHELASTIC_ERROR_FILE": str(Path(job, "error.json"))}
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
+        # its own session: a signal or error here stops torchrun and every rank it started
+        ranks = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            _, stderr = ranks.communicate()
+        finally:
+            _stop(ranks)
+        if ranks.returncode != 0:
             raise DistributedError(
                 f"{cell.learner} on {cell.benchmark}: a rank of {cell.processes} failed: "
-                f"{_rank_error(done.stderr)}"
+                f"{_rank_error(stderr)}"
             )
         saved = torch.load(Path(job, "results.pt"), weights_only=True)
     return [TrainResult(**fields) for fields in saved]
+
+
+def _stop(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """End ``process`` and its session (torchrun and its ranks), if still running."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)  # torchrun passes it on to the ranks
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _rank_error(stderr: str) -> str:
@@ -127,12 +111,8 @@ def _rank_error(stderr: str) -> str:
 def rank_main(job: Path) -> None:
     """One rank: join the group, meta-train every seed on this rank's shares, and on rank 0
     write the results for :func:`launch`."""
-    from metalearn import paths
-    from metalearn.data.episodes import load_episodes
-    from metalearn.stages import torch_runtime
-    from metalearn.training import meta_train, training_seeds
-
-    cell = _cell_from_json(Path(job, "cell.json").read_text())
+    die_with_parent()  # torchrun killed: no rank trains on
+    cell = TrainCell.from_dict(json.loads(Path(job, "cell.json").read_text()))
     device = torch_runtime(cell)
     if device.type == "cuda":  # one GPU a rank
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -155,19 +135,14 @@ def rank_main(job: Path) -> None:
 def prepare(job: Path, argv: list[str]) -> None:
     """Write the job folder of ``learner=… benchmark=… [overrides]`` for ranks started by hand
     on another machine (the stage writes its own)."""
-    from metalearn.config import load_config, split_cli
-    from metalearn.spec import train_cell
-
     selected, overrides = split_cli(argv)
     cell = train_cell(load_config(overrides), selected["learner"], selected["benchmark"])
     job.mkdir(parents=True, exist_ok=True)
-    Path(job, "cell.json").write_text(_cell_to_json(cell))
+    Path(job, "cell.json").write_text(json.dumps(cell.to_dict()))
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "prepare":
         prepare(Path(sys.argv[2]), sys.argv[3:])
     else:
-        from torch.distributed.elastic.multiprocessing.errors import record
-
         record(rank_main)(Path(sys.argv[1]))

@@ -14,10 +14,10 @@ from typing import Literal
 
 import numpy as np
 
+from metalearn.algorithms import BASELINES
 from metalearn.metrics import mean_ci
 
 ALPHA = 0.05  # significance level of every test here
-BASELINES = ("bias", "pretrain", "scratch")  # bias: collaborative filtering only
 
 Verdict = Literal["agrees", "reversed", "tie"]
 
@@ -71,7 +71,7 @@ def paired_comparison(
     if np.all(d == 0):
         p = 1.0
     else:
-        from scipy import stats
+        from scipy import stats  # 1-2 s to import: only what reports pays it
 
         p = float(stats.wilcoxon(d).pvalue)
     return Comparison(difference, ci, p, d.size, higher_is_better)

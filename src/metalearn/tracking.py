@@ -12,6 +12,8 @@ import dataclasses
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,9 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+
+from metalearn.config import flatten
+from metalearn.errors import TrackingError
 
 if TYPE_CHECKING:
     from metalearn.config import Config
@@ -30,10 +35,6 @@ KIND = {"mlflow.experimentKind": "custom_model_development"}
 # several retries with backoff (minutes of silence, then a traceback).
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-
-
-class TrackingError(ValueError):
-    """The tracking store cannot be reached or used (one line, with the fix)."""
 
 
 def dvc_experiment() -> str:
@@ -67,9 +68,6 @@ def _fix(uri: str) -> str:
 
 def _check_server(uri: str) -> None:
     """An http(s) store must answer its health check within seconds."""
-    import urllib.error
-    import urllib.request
-
     try:
         urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
     except (urllib.error.URLError, OSError) as error:
@@ -240,8 +238,6 @@ def log_to_run(run_id: str, metrics: Mapping[str, float], artifacts: list[Path] 
 
 def efficiency_run(cfg: Config, metrics: Mapping[str, float], artifacts: Path) -> str:
     """One MLflow run for the efficiency stage: its params, the targets' numbers, its files."""
-    from metalearn.config import flatten
-
     tags = {"stage": "efficiency", **_revision_tags()}
     run_name = f"efficiency@{dvc_experiment()}"
     with mlflow.start_run(experiment_id=experiment_id(), run_name=run_name, tags=tags) as run:

@@ -2,16 +2,17 @@
 
 Importing MLflow and opening its SQLite store take about 2 s on a 2-core CPU (SQLAlchemy and
 MLflow's ORM classes), as long as torch's own import; one after the other they were half of a
-small train stage's fixed cost. :func:`side_run` starts ``python -m metalearn.tracking_process``
-first thing and tells it, as JSON lines over a pipe, the run's params, each metric and the end;
-it answers with the run id when the run has ended. Start, end and metric times are the stage's
-own, so MLflow shows when training ran, not when the side process caught up.
+small train stage's fixed cost. :func:`start_early` starts ``python -m metalearn.tracking_side``
+first thing (the train script calls it before it imports torch), and :class:`SideRun` tells it,
+as JSON lines over a pipe, the run's params, each metric and the end; it answers with the run
+id once the run is open (the outputs name it) and again once the run has ended. Start, end and
+metric times are the stage's own, so MLflow shows when training ran, not when the side caught up.
 
 Failures: a store that cannot be used ends the side process with a message, raised in the stage
-as :class:`~metalearn.tracking.TrackingError` at its next metric (seconds in, not at the end of
-a long training); an exception in the stage ends the run FAILED; a stage that dies without
-ending its run (kill -9) leaves it KILLED. When MLflow is imported already (a test session, a
-notebook) there is nothing to overlap: the same protocol runs in a thread of this process.
+as :class:`~metalearn.errors.TrackingError` at its next request; an exception in the stage ends
+the run FAILED, a signal KILLED; a stage that dies without ending its run (kill -9) leaves it
+KILLED. When MLflow is imported already (a test session, a notebook) there is nothing to
+overlap: the same protocol runs in a thread of this process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import contextlib
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -29,7 +29,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from metalearn.config import flatten
+from metalearn.errors import InterruptedStage, TrackingError
+
 SRC = Path(__file__).resolve().parents[1]
+#: The side process's module (stage code lists it among what the train stage runs).
+SIDE = "metalearn.tracking_side"
+RUNS = (SIDE,)
 
 
 def _now() -> int:
@@ -54,8 +60,6 @@ class SideRun:
         self._replies.put(None)  # the other end closed
 
     def _failure(self, reply: dict[str, Any] | None) -> Exception:
-        from metalearn.tracking import TrackingError  # loads MLflow: on this failure path only
-
         if reply is not None and "error" in reply:
             return TrackingError(reply["error"])
         code = self._worker.poll() if isinstance(self._worker, subprocess.Popen) else None
@@ -75,26 +79,33 @@ class SideRun:
             reply = self._replies.get_nowait()
             raise self._failure(reply)
 
-    def start(self, spec: Mapping[str, Any], learner: str, benchmark: str, meta: Any) -> None:
-        """Open the run (its start time is now) with :func:`flat_params` as its params."""
+    def start(self, spec: Mapping[str, Any], learner: str, benchmark: str, meta: Any) -> str:
+        """Open the run (its start time is now) with :func:`flat_params` as its params; its id
+        (the outputs name it, and they are written before the run ends)."""
         params = flat_params(spec, meta)
         self._send(op="start", time=_now(), params=params, learner=learner, benchmark=benchmark)
+        reply = self._replies.get()  # the run id, an error, or None: the side has gone
+        if reply is None or "error" in reply:
+            self._ended = True
+            self._close()
+            raise self._failure(reply)
+        self.run_id = reply["run_id"]
+        return self.run_id
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
         self._check()
         values = {k: float(v) for k, v in values.items()}
         self._send(op="metrics", time=_now(), step=step, values=values)
 
-    def finish(self, metrics: Mapping[str, float] = {}, status: str = "FINISHED") -> str | None:
-        """End the run (``metrics`` logged first, at step 0); wait for it; its id."""
+    def finish(self, metrics: Mapping[str, float] = {}, status: str = "FINISHED") -> None:
+        """End the run as ``status`` (``metrics`` logged first, at step 0) and wait until it
+        is written; raises if it could not be."""
         self._ended = True
         self._send(op="end", time=_now(), status=status, metrics=dict(metrics))
-        reply = self._replies.get()  # the run id, an error, or None: the side has gone
+        reply = self._replies.get()  # {"ended": ...}, an error, or None: the side has gone
         self._close()
         if reply is None or "error" in reply:
             raise self._failure(reply)
-        self.run_id = reply["run_id"]
-        return self.run_id
 
     def _close(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -108,40 +119,59 @@ class SideRun:
 def flat_params(spec: Mapping[str, Any], episodes_meta: Mapping[str, Any]) -> dict[str, Any]:
     """The values that shape this run (its resolved spec, :mod:`metalearn.spec`) flattened to
     dotted keys; the data's come from the episodes it trained on (their ``meta.json``)."""
-    from metalearn.config import flatten
-
     cell = {k: v for k, v in spec.items() if k not in ("learner", "benchmark", "dataset")}
     return flatten({**cell, "data": dict(episodes_meta)})
 
 
+_early: subprocess.Popen | None = None
+
+
+def start_early() -> None:
+    """Start the side process now, for the next :func:`side_run` of this process: a stage
+    script calls it before importing torch, so that MLflow loads meanwhile."""
+    global _early
+    if _early is None and "mlflow" not in sys.modules:
+        _early = _popen()
+
+
 @contextlib.contextmanager
 def side_run() -> Iterator[SideRun]:
-    """Start the tracking side (a process, or a thread when MLflow is loaded already); an
-    exception in the block ends the run FAILED and propagates."""
-    run = _thread() if "mlflow" in sys.modules else _process()
+    """The tracking side (the process :func:`start_early` started, a new one, or a thread when
+    MLflow is loaded already); an exception in the block ends the run FAILED (KILLED for a
+    signal) and propagates."""
+    global _early
+    if "mlflow" in sys.modules and _early is None:
+        run = _thread()
+    else:
+        process, _early = _early or _popen(), None
+        run = SideRun(process.stdin, process.stdout, process)
     try:
         yield run
-    except BaseException:
+    except BaseException as error:
         if not run._ended:
+            stopped = isinstance(error, InterruptedStage | KeyboardInterrupt)
             with contextlib.suppress(Exception):
-                run.finish(status="FAILED")
+                run.finish(status="KILLED" if stopped else "FAILED")
         raise
     if not run._ended:
         run.finish()
 
 
-def _process() -> SideRun:
+def _popen() -> subprocess.Popen:
     # this checkout's code, as the stage runs it (a queued experiment's copy, not an install)
     path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "metalearn.tracking_process"],
+    return subprocess.Popen(
+        [sys.executable, "-m", SIDE],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
-    return SideRun(process.stdin, process.stdout, process)
 
 
 def _thread() -> SideRun:
+    # MLflow is loaded already here (a test session, a notebook); at the top, this import would
+    # load it in every train stage, where it takes 2 s that the side process overlaps
+    from metalearn.tracking_side import serve
+
     requests_read, requests_write = os.pipe()
     replies_read, replies_write = os.pipe()
 
@@ -152,59 +182,3 @@ def _thread() -> SideRun:
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
     return SideRun(open(requests_write, "w"), open(replies_read), worker)
-
-
-def serve(requests: TextIO, replies: TextIO) -> None:
-    """The side's loop: one MLflow run from ``start`` to ``end``; KILLED if the requests end
-    first (the stage died); any failure is reported as ``{"error": ...}``, the run FAILED."""
-    from metalearn import tracking
-
-    def reply(**message: Any) -> None:
-        with contextlib.suppress(BrokenPipeError):  # the stage has gone: nobody to tell
-            replies.write(json.dumps(message) + "\n")
-            replies.flush()
-
-    run_id, log = None, None
-    try:
-        tracking.open_store()  # the slow part (imports, the store's set-up), before any request
-        for line in requests:
-            message = json.loads(line)
-            op = message.pop("op")
-            if op == "start":
-                start, experiment = message.pop("time"), tracking.experiment_id()
-                run_id = tracking.open_train_run(experiment, start_time=start, **message)
-                log = tracking.MetricBuffer(run_id)
-            elif op == "metrics" and log is not None:
-                log(message["step"], message["values"], timestamp=message["time"])
-            elif op == "end":
-                if run_id is not None:
-                    log.flush()
-                    tracking.log_metrics(run_id, message["metrics"], timestamp=message["time"])
-                    tracking.end_train_run(run_id, message["status"], end_time=message["time"])
-                reply(run_id=run_id)
-                return
-        if run_id is not None:
-            tracking.end_train_run(run_id, "KILLED", end_time=_now())
-    except Exception as error:  # noqa: BLE001 - every failure goes back to the stage as one line
-        if run_id is not None:
-            with contextlib.suppress(Exception):
-                tracking.end_train_run(run_id, "FAILED", end_time=_now())
-        reply(error=tracking.describe(error))
-
-
-def main() -> None:
-    """``python -m metalearn.tracking_process``: serve stdin; replies go to the original stdout,
-    and anything MLflow prints goes to stderr instead (it would break the replies)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C: the stage ends the run, or dies (KILLED)
-    replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    serve(sys.stdin, replies)
-    with contextlib.suppress(BrokenPipeError):
-        replies.close()
-    sys.stderr.flush()
-    os._exit(0)  # the run has ended and been written: skip MLflow's half-second teardown
-
-
-if __name__ == "__main__":
-    main()

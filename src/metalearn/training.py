@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -14,16 +13,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from metalearn.algorithms import REGISTRY, MetaLearner, make
-from metalearn.algorithms.bias import Bias, fit_item_offsets
+from metalearn.algorithms import REGISTRY, Fitted, MetaLearner, make
+from metalearn.cell import TrainCell
 from metalearn.config import ModelConfig
 from metalearn.data.episodes import TaskSource
-from metalearn.distributed import Shard, launch
+from metalearn.errors import StageError
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.functional import Params
 from metalearn.models import (
     MLP,
-    BiasModel,
     Conv4,
     ItemFactorModel,
     ItemFeatureMLP,
@@ -31,18 +29,17 @@ from metalearn.models import (
     make_loss,
     make_predict,
 )
-from metalearn.parallel import train_all
-from metalearn.spec import TrainCell
+from metalearn.shard import Shard
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(StageError, RuntimeError):
     """The meta-training loss or meta-gradient became NaN or infinite, or the loss diverged
     (grew past :data:`DIVERGENCE` times its first value)."""
 
 
-class CompileError(RuntimeError):
+class CompileError(StageError, RuntimeError):
     """``torch.compile`` cannot compile a learner's meta-gradient on this machine."""
 
 
@@ -68,30 +65,32 @@ class Task:
         learner: str,
         device: torch.device | None = None,
     ) -> Task:
-        """The model of ``learner`` on ``source`` (``model_cfg``: the cell's ``model``); a
-        model's fixed tables (the CF item features) are placed on ``device``."""
-        hidden, activation = model_cfg.hidden, model_cfg.activation
-        if source.architecture == "ratings":  # item ids in, item tables in the model
-            if learner == "bias":
-                model = BiasModel(source.n_items, source.mean_rating)
-            elif model_cfg.cf == "factors":
-                model = ItemFactorModel(
-                    source.features, source.mean_rating, model_cfg.item_dim, hidden, activation
-                )
-            else:
-                model = ItemFeatureMLP(source.features, hidden, activation)
-        elif source.architecture == "mlp":
-            model = MLP(source.in_dim, source.out_dim, hidden, activation)
-        elif source.architecture == "conv4":
-            model = Conv4(
-                source.in_channels, source.n_classes, model_cfg.filters, source.image_size
-            )
-        else:
-            raise ValueError(f"unknown architecture {source.architecture!r}")
+        """The model of ``learner`` on ``source``: its own (``MetaLearner.model``), else the
+        benchmark's (``model_cfg``: the cell's ``model``); a model's fixed tables (the CF item
+        features) are placed on ``device``."""
+        model = REGISTRY[learner].model(source)
+        if model is None:
+            model = _benchmark_model(model_cfg, source)
         kind = source.loss_kind
         if device is not None:
             model.to(device)  # buffers only: parameters are passed in, from init_params
         return cls(model, make_loss(model, kind), make_predict(model, kind), kind)
+
+
+def _benchmark_model(model_cfg: ModelConfig, source: TaskSource) -> nn.Module:
+    """The model params.yaml's ``model`` section gives ``source``'s architecture."""
+    hidden, activation = model_cfg.hidden, model_cfg.activation
+    if source.architecture == "ratings":  # item ids in, item tables in the model
+        if model_cfg.cf == "factors":
+            return ItemFactorModel(
+                source.features, source.mean_rating, model_cfg.item_dim, hidden, activation
+            )
+        return ItemFeatureMLP(source.features, hidden, activation)
+    if source.architecture == "mlp":
+        return MLP(source.in_dim, source.out_dim, hidden, activation)
+    if source.architecture == "conv4":
+        return Conv4(source.in_channels, source.n_classes, model_cfg.filters, source.image_size)
+    raise ValueError(f"unknown architecture {source.architecture!r}")
 
 
 def build_learner(
@@ -190,7 +189,8 @@ def meta_train(
     share of each meta-batch and averaged over the ranks, and only rank 0 meta-validates. Raises
     :class:`NonFiniteError` naming the learner, benchmark and iteration on a NaN/inf. A learner
     that is not meta-trained (``scratch``) keeps the initialisation: its curve is one
-    meta-val point at iteration 0. The ``bias`` baseline is fitted instead (:func:`fit_bias`).
+    meta-val point at iteration 0. A :class:`~metalearn.algorithms.Fitted` baseline is fitted
+    instead (:func:`fit`).
     """
     learner_name, benchmark = cell.learner, cell.benchmark
     task = Task.build(cell.model, source, learner_name, device)
@@ -198,13 +198,13 @@ def meta_train(
     val_tasks = to_device(source.fixed_tasks("val"), device)
     metric = METRICS[task.loss_kind]
     start = time.perf_counter()
-    if isinstance(learner, Bias):
-        result = fit_bias(learner, task, source, val_tasks, device, on_metrics)
+    if isinstance(learner, Fitted):
+        result = fit(learner, task, source, val_tasks, device, on_metrics)
         result.seconds = time.perf_counter() - start
         return result
     tasks_rng = torch.Generator().manual_seed(cell.seed)
     init_rng = torch.Generator().manual_seed(cell.seed)
-    params = init_params(task.model, init_rng, device=device)
+    params = learner.meta_params(init_params(task.model, init_rng, device=device))
     optimizer = Adam(params, lr=cell.meta_lr)
     best = _Best(metric.higher_is_better)
 
@@ -264,42 +264,6 @@ def training_seeds(cell: TrainCell) -> list[int]:
     return [cell.seed + i for i in range(count)]
 
 
-def meta_train_seeds(
-    cell: TrainCell,
-    source: TaskSource,
-    device: torch.device,
-    on_metrics: MetricsCallback | None = None,
-) -> list[TrainResult]:
-    """:func:`meta_train` once per training seed (:func:`training_seeds`), ``train.workers`` at
-    once (:mod:`metalearn.parallel`). The first seed's metrics go to ``on_metrics`` under
-    their names, a later seed's as ``<name>/seed<seed>``: live with one worker, as each seed
-    ends with several."""
-    seeds = training_seeds(cell)
-    cells = [dataclasses.replace(cell, seed=s) for s in seeds]
-
-    def logger(i: int) -> MetricsCallback | None:
-        if on_metrics is None or i == 0:
-            return on_metrics
-        suffix = f"/seed{seeds[i]}"
-        return lambda step, row: on_metrics(step, {k + suffix: v for k, v in row.items()})
-
-    if cell.processes > 1 and REGISTRY[cell.learner].meta_trained:
-        results = launch(cell)  # torchrun: cell.processes ranks share each meta-batch
-        for i, result in enumerate(results):
-            _replay(logger(i), result)
-        return results
-    if cell.workers <= 1 or len(seeds) == 1:
-        return [meta_train(c, source, device, logger(i)) for i, c in enumerate(cells)]
-
-    return train_all(cells, cell.workers, on_done=lambda i, result: _replay(logger(i), result))
-
-
-def _replay(log: MetricsCallback | None, result: TrainResult) -> None:
-    """Send a finished run's curve to ``log`` (a seed that ran in another process)."""
-    for row in result.curve if log is not None else ():
-        log(row["iteration"], {k: v for k, v in row.items() if k != "iteration"})
-
-
 class _Best:
     """The best meta-val point so far and a copy of its parameters (a later tie wins: with a
     flat curve the longer-trained parameters are kept)."""
@@ -314,41 +278,38 @@ class _Best:
             self.params = {k: v.detach().cpu().clone() for k, v in params.items()}
 
 
-def fit_bias(
-    learner: Bias,
+def fit(
+    learner: Fitted,
     task: Task,
     source: TaskSource,
     val_tasks: tuple,
     device: torch.device,
     on_metrics: MetricsCallback | None = None,
 ) -> TrainResult:
-    """The bias baseline's closed-form fit for every pair of candidate shrinkages, scored on
-    the meta-val tasks; the best pair (lowest mean meta-val nRMSE; the first on a tie) wins.
-    ``result.grid`` has one row per pair; the curve is the chosen pair's meta-val point."""
-    items, ratings = source.train_ratings()
-    result = TrainResult(params={})
-    best: tuple[float, float, float, Params] | None = None
-    for item_lam in learner.item_shrinkage:
-        params = to_device(fit_item_offsets(items, ratings, source.n_items, item_lam), device)
-        for user_lam in learner.user_shrinkage:
-            one = learner.with_shrinkage(item_lam, user_lam)
-            scores = per_task_scores(one, task.loss_fn, task.predict, params, val_tasks, "mse")
-            value = float(scores.mean())
-            result.grid.append(
-                {"item_shrinkage": item_lam, "user_shrinkage": user_lam, "meta_val_nrmse": value}
-            )
-            if best is None or value < best[0]:
-                best = (value, item_lam, user_lam, params)
-    assert best is not None
-    value, item_lam, user_lam, params = best
-    row = {"meta_val_nrmse": value, "item_shrinkage": item_lam, "user_shrinkage": user_lam}
-    result.curve.append({"iteration": 0, **row})
+    """A fitted baseline's fit (:meth:`~metalearn.algorithms.Fitted.fit`), each candidate
+    scored on the meta-val tasks. ``result.grid`` has one row per candidate; the curve is the
+    chosen one's meta-val point, and ``result.fitted`` the options meta-test rebuilds it with."""
+    metric = METRICS[task.loss_kind]
+    key = f"meta_val_{metric.name}"
+
+    def score(candidate: MetaLearner, params: Params) -> float:
+        params = to_device(params, device)
+        scores = per_task_scores(
+            candidate, task.loss_fn, task.predict, params, val_tasks, task.loss_kind
+        )
+        return float(scores.mean())
+
+    found = learner.fit(source, score, metric.higher_is_better)
+    row = {key: found.value, **found.chosen}
     if on_metrics is not None:
         on_metrics(0, row)
-    result.params = {k: v.detach().cpu() for k, v in params.items()}
-    result.best_val = value
-    result.fitted = {"item_shrinkage": [item_lam], "user_shrinkage": [user_lam]}
-    return result
+    return TrainResult(
+        params={k: v.detach().cpu() for k, v in found.params.items()},
+        curve=[{"iteration": 0, **row}],
+        best_val=found.value,
+        fitted=found.options,
+        grid=[{(key if k == "meta_val" else k): v for k, v in r.items()} for r in found.grid],
+    )
 
 
 def _check_divergence(loss: float, first: float, learner: str, benchmark: str, it: int) -> None:

@@ -27,9 +27,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML  # DVC's own YAML library: keeps comments and layout
+from ruamel.yaml.comments import CommentedMap
+
 from metalearn import paths
-from metalearn.config import Config, TuneConfig, default_params_path
-from metalearn.spec import COMPILE_FROM, TrainCell
+from metalearn.cell import TrainCell, TuneCell
+from metalearn.config import Config, ConfigError, default_params_path, load_config
+from metalearn.errors import MissingInputError, StageError
+from metalearn.spec import COMPILE_FROM
+from metalearn.training import NonFiniteError
 
 Row = dict[str, Any]
 
@@ -46,7 +52,7 @@ def point_cell(cell: TrainCell, inner_lr: float, meta_lr: float, budget: int) ->
 
 def tune(
     cells: Sequence[TrainCell],
-    grid: TuneConfig,
+    grid: TuneCell,
     train_points: Callable[[list[TrainCell], Callable[[int, Any], None]], list[Any]],
     on_point: Callable[[Row], None] | None = None,
 ) -> list[Row]:
@@ -89,7 +95,6 @@ def tune(
 def one_by_one(train: Callable[[TrainCell], Any]) -> Callable[..., list[Any]]:
     """``train_points`` for :func:`tune` from a ``train(cell)`` of one point, run in order
     here (a :class:`metalearn.training.NonFiniteError` becomes the point's result)."""
-    from metalearn.training import NonFiniteError  # torch: not for `apply`
 
     def train_points(points: list[TrainCell], on_done: Callable[[int, Any], None]) -> list[Any]:
         results = []
@@ -145,9 +150,6 @@ def apply(
     """Write each chosen ``inner_lr``/``meta_lr`` into ``params.yaml`` under every benchmark of
     the tuned benchmark's dataset (``write=False``: only say what would change); return the
     changes as ``key: old -> new`` lines."""
-    from ruamel.yaml import YAML  # DVC's own YAML library: keeps comments and layout
-    from ruamel.yaml.comments import CommentedMap
-
     yaml = YAML()
     yaml.width = 4096  # never fold a line
     yaml.indent(mapping=2, sequence=4, offset=2)  # the file's own layout
@@ -189,7 +191,7 @@ def read_choices(root: Path, benchmarks: Sequence[str]) -> dict[str, dict[str, R
     for b in benchmarks:
         path = root / paths.tuning_json(b)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; run `dvc repro tune@{b}` first")
+            raise MissingInputError(f"{path} is missing; run `dvc repro tune@{b}` first")
         out[b] = json.loads(path.read_text())["chosen"]
     return out
 
@@ -200,16 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("benchmarks", nargs="*", help="tuned benchmarks (default: tune.benchmarks)")
     parser.add_argument("--dry-run", action="store_true", help="print the changes only")
     args = parser.parse_args(argv)
-    from metalearn.config import load_config
-
     cfg = load_config()
     params = default_params_path()
     unknown = [b for b in args.benchmarks if b not in cfg.tune.benchmarks]
     try:
         if unknown:
-            raise ValueError(f"{', '.join(unknown)}: not in tune.benchmarks {cfg.tune.benchmarks}")
+            names = ", ".join(unknown)
+            raise ConfigError(f"{names}: not in tune.benchmarks {cfg.tune.benchmarks}")
         choices = read_choices(params.parent, args.benchmarks or cfg.tune.benchmarks)
-    except (ValueError, FileNotFoundError) as error:
+    except StageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     changes = apply(params, choices, cfg, write=not args.dry_run)

@@ -58,7 +58,7 @@ def test_adapting_with_a_grid_of_shrinkages_asks_for_the_fit():
 
 def test_fit_chooses_the_pair_with_the_best_meta_val_score():
     from metalearn.evaluation import per_task_scores
-    from metalearn.training import Task, fit_bias
+    from metalearn.training import Task, fit
 
     gen = torch.Generator().manual_seed(0)
     n_items = 6
@@ -78,7 +78,7 @@ def test_fit_chooses_the_pair_with_the_best_meta_val_score():
     grid = {"item_shrinkage": [0.0, 10.0, 1000.0], "user_shrinkage": [0.0, 5.0]}
     learner = make("bias", steps=1, inner_lr=1.0, **grid)
     task = Task.build(types.SimpleNamespace(hidden=[2], activation="tanh"), source, "bias")
-    result = fit_bias(learner, task, source, val, torch.device("cpu"))
+    result = fit(learner, task, source, val, torch.device("cpu"))
     scores = {}
     for li in grid["item_shrinkage"]:
         params = fit_item_offsets(items, ratings, n_items, li)

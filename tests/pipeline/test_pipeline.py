@@ -8,9 +8,12 @@ minutes); CI runs it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -20,9 +23,10 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import psutil
 import pytest
 
-from metalearn.smoke import clean_env, commit, copy_checkout, run_captured, set_params
+from metalearn.smoke import SMOKE, clean_env, commit, copy_checkout, run_captured, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -457,3 +461,85 @@ def test_two_queued_experiments_run_at_once_into_one_store(repo):
             assert runs == {f"imaml-{b}@{name}": "FINISHED" for b in BENCHMARKS}, runs
     run(repo, "dvc", "queue", "stop")  # the idle workers, should their own monitor miss it
     restore(repo)
+
+
+def test_sigterm_to_dvc_repro_stops_its_stage_leaving_no_process_and_the_outputs(repo):
+    """`docker stop` or a scheduler sends SIGTERM to dvc, which exits at once: the stage it
+    ran must stop too (its parent gone), write nothing and end its run KILLED."""
+    cell = [
+        repo / "models/cosmixture-shot50/maml.pt",
+        repo / "results/curves/maml-cosmixture-shot50.csv",
+        repo / "results/train/maml-cosmixture-shot50.json",
+    ]
+    before = {p: p.read_bytes() for p in cell}
+    set_params(repo, {"algo.maml.iterations": 1_000_000})
+    env = clean_env(METALEARN_DATA_MIRROR=str(repo.parent / "mirror"))
+    dvc = subprocess.Popen(
+        ["dvc", "repro", "train@maml-cosmixture-shot50"], cwd=repo, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        run_id = _wait_for_running_run(repo, "maml", timeout=180)
+        dvc.send_signal(signal.SIGTERM)  # dvc alone
+        dvc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while _session(dvc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _session(dvc.pid) == []
+        assert {p: p.read_bytes() for p in cell} == before
+        with sqlite3.connect(repo / "mlflow.db") as db:
+            (status,) = db.execute(
+                "select status from runs where run_uuid = ?", (run_id,)
+            ).fetchone()
+        assert status == "KILLED"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dvc.pid, signal.SIGKILL)
+        restore(repo)
+
+
+def _wait_for_running_run(repo: Path, learner: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    query = (
+        "select r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid "
+        "where r.status = 'RUNNING' and t.key = 'learner' and t.value = ?"
+    )
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.Error), sqlite3.connect(repo / "mlflow.db") as db:
+            found = db.execute(query, (learner,)).fetchall()
+            if found:
+                return found[-1][0]
+        time.sleep(0.2)
+    raise AssertionError(f"no RUNNING run of {learner} within {timeout} s")
+
+
+def _session(sid: int) -> list[str]:
+    """The live processes of session ``sid`` (dvc's, and what it started)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getsid(p.info["pid"]) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(" ".join(p.info["cmdline"] or []))
+    return found
+
+
+def test_a_new_learner_is_one_file_and_runs_through_the_pipeline(tmp_path):
+    """A copy of fomaml.py under another name, listed in pipeline.learners, and nothing else:
+    resolve, train, evaluate and the report pick it up."""
+    root = tmp_path / "repo"
+    copy_checkout(REPO, root)
+    fomaml = (root / "src/metalearn/algorithms/fomaml.py").read_text()
+    throwaway = fomaml.replace("class FOMAML(", "class Throwaway(").replace(
+        'name = "fomaml"', 'name = "throwaway"'
+    )
+    (root / "src/metalearn/algorithms/throwaway.py").write_text(throwaway)
+    set_params(root, {**SMOKE, "pipeline.learners": ["throwaway", "scratch"]})
+    commit(root, "a throwaway learner")
+    run(root, "dvc", "repro", "report")
+    metrics = json.loads((root / "results/metrics.json").read_text())
+    assert set(metrics["cosmixture-shot50"]) == {"throwaway", "scratch"}
+    assert (root / "results/eval/cosmixture-shot50/throwaway.parquet").is_file()
+    assert "throwaway" in (root / "results/summary.md").read_text()
+    with sqlite3.connect(root / "mlflow.db") as db:
+        names = dict(db.execute("select name, status from runs"))
+    assert names["throwaway-cosmixture-shot50@workspace"] == "FINISHED"

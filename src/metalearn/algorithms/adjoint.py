@@ -15,15 +15,16 @@ is ``dL_q/ds - int_0^T (d^2 L_s / ds du) lambda dt``, by the same quadrature as 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from metalearn import functional as F
-from metalearn.algorithms.base import MetaLearner, check_choice, check_int
+from metalearn.algorithms.base import MetaLearner, Option
 from metalearn.functional import LossFn, Params
+from metalearn.values import AtLeast1
 
 SCHEMES = ("heun", "euler")
 TRAJECTORIES = ("store", "checkpoint", "reverse")
@@ -49,23 +50,15 @@ class AdjointMAML(MetaLearner):
     """
 
     name = "adjoint"
-    options = ("scheme", "trajectory", "checkpoint_every")
-
-    def __init__(
-        self,
-        steps: int,
-        inner_lr: float,
-        adapt_keys: Iterable[str] | None = None,
-        scheme: str = "heun",
-        trajectory: str = "checkpoint",
-        checkpoint_every: int | None = None,
-    ) -> None:
-        super().__init__(steps, inner_lr, adapt_keys)
-        self.scheme = check_choice("scheme", scheme, SCHEMES)
-        self.trajectory = check_choice("trajectory", trajectory, TRAJECTORIES)
-        if checkpoint_every is not None:
-            check_int("checkpoint_every", checkpoint_every)
-        self.checkpoint_every = checkpoint_every
+    options = {
+        "scheme": Option("heun", Literal[SCHEMES], "heun (the paper's) | euler (equals MAML)"),
+        "trajectory": Option(
+            "checkpoint", Literal[TRAJECTORIES], "how the backward pass gets the states"
+        ),
+        "checkpoint_every": Option(
+            None, AtLeast1 | None, "states between checkpoints; null = ceil(sqrt(K))"
+        ),
+    }
 
     def task_meta_grad(
         self, loss_fn: LossFn, params: Params, support: Any, query: Any

@@ -9,13 +9,15 @@ them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from pydantic import TypeAdapter, ValidationError
+from torch import Tensor, nn
 
 from metalearn import functional as F
 from metalearn.functional import LossFn, Params
@@ -35,21 +37,46 @@ def check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is invalid: choose one of {', '.join(choices)}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One of a learner's own options: the keyword its class takes and the key
+    ``algo.<learner>.<name>`` of params.yaml (a learner's section may leave it out: ``default``).
+    ``kind`` says what it allows, bounds included (a type of :mod:`metalearn.values`, or
+    ``Literal[...]``); ``doc`` says what it is."""
+
+    default: Any
+    kind: Any
+    doc: str = ""
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` as the option allows it; a ValueError naming the option otherwise."""
+        try:
+            return TypeAdapter(self.kind).validate_python(value)
+        except ValidationError as error:
+            why = error.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{name}={value!r} is invalid: {why}") from None
 
 
 class MetaLearner(ABC):
     """A meta-learner: ``adapt`` to a task's support set, and ``meta_grad`` for the outer loop.
 
-    Subclasses implement :meth:`task_meta_grad`; batching over a meta-batch is shared.
+    Subclasses implement :meth:`task_meta_grad`; batching over a meta-batch is shared. A subclass
+    with a ``name`` is a learner of the pipeline: its file under ``algorithms/`` is all it takes
+    (:mod:`metalearn.algorithms` finds it; params.yaml's ``algo.<name>`` holds its options).
     """
 
     name: ClassVar[str]
     #: Options a subclass accepts beyond ``steps``, ``inner_lr`` and ``adapt_keys``.
-    options: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: A baseline a practitioner would try first, not a meta-learner (the report compares each
+    #: meta-learner with the baselines).
+    baseline: ClassVar[bool] = False
+    #: The benchmarks' architectures the learner applies to (None: every one): a learner for
+    #: ``("ratings",)`` runs on the collaborative-filtering benchmarks only.
+    architectures: ClassVar[tuple[str, ...] | None] = None
+    #: The shared keys (``steps``, ``inner_lr``) the learner does not use: its spec leaves them
+    #: out, so changing them re-runs nothing of it.
+    ignores: ClassVar[tuple[str, ...]] = ()
     #: False for a baseline whose ``theta`` is not learned (meta-training is skipped).
     meta_trained: ClassVar[bool] = True
     #: False for a learner whose fit draws nothing at random: one training seed is all of them.
@@ -59,13 +86,36 @@ class MetaLearner(ABC):
     meta_grad_on_head_split: ClassVar[bool] = True
 
     def __init__(
-        self, steps: int, inner_lr: float, adapt_keys: Iterable[str] | None = None
+        self,
+        steps: int,
+        inner_lr: float,
+        adapt_keys: Iterable[str] | None = None,
+        **options: Any,
     ) -> None:
         self.steps = check_int("steps", steps)
         self.inner_lr = check_positive("inner_lr", inner_lr)
         if isinstance(adapt_keys, str):
             adapt_keys = [adapt_keys]
         self.adapt_keys = None if adapt_keys is None else tuple(adapt_keys)
+        for key, value in options.items():
+            if key not in self.options:
+                raise ValueError(
+                    f"unknown option {key}={value!r} for learner {self.name!r}; its options: "
+                    f"{', '.join(['steps', 'inner_lr', 'adapt_keys', *self.options])}"
+                )
+        for key, option in self.options.items():
+            setattr(self, key, option.check(key, options.get(key, option.default)))
+
+    def meta_params(self, params: Params) -> Params:
+        """What meta-training learns, from the model's initial ``params``: those, and any
+        parameters of the learner's own (none here; Meta-SGD adds its step sizes)."""
+        return params
+
+    @classmethod
+    def model(cls, source: Any) -> nn.Module | None:
+        """The model this learner brings for ``source`` (a benchmark's task source), or None
+        for the benchmark's own (``model`` in params.yaml)."""
+        return None
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={getattr(self, k)!r}" for k in self.options)
@@ -187,6 +237,36 @@ class MetaLearner(ABC):
             loss_sum = loss_sum.to(loss) + loss
         assert total is not None
         return {k: v / n_tasks for k, v in total.items()}, loss_sum / n_tasks
+
+
+@dataclasses.dataclass
+class Fit:
+    """What a fitted baseline chose: its parameters, its options (to rebuild it for meta-test),
+    their values as numbers (the curve and the MLflow run show them), every candidate with its
+    meta-val score (``meta_val``), and the chosen one's score."""
+
+    params: Params
+    options: dict[str, Any]
+    chosen: dict[str, float]
+    grid: list[dict[str, float]]
+    value: float
+
+
+#: ``score(learner, params)``: the mean meta-val score of ``learner`` adapting from ``params``.
+Scorer = Callable[["MetaLearner", Params], float]
+
+
+class Fitted(MetaLearner):
+    """A baseline fitted on the meta-train data (in closed form, choosing its options on
+    meta-val) instead of meta-trained: the training loop calls :meth:`fit` once, and meta-test
+    adapts from the parameters it returns, with the options it chose."""
+
+    meta_trained = False
+    baseline = True
+
+    @abstractmethod
+    def fit(self, source: Any, score: Scorer, higher_is_better: bool) -> Fit:
+        """Fit on ``source`` (a benchmark's task source); ``score`` rates a candidate."""
 
 
 def _leading_dim(tree: Any) -> int:

@@ -30,6 +30,7 @@ class Pretrain(MetaLearner):
     reported loss is that joint loss at ``theta``, before any adaptation."""
 
     name = "pretrain"
+    baseline = True
     meta_grad_on_head_split = False  # its joint batch has other batch-norm statistics
 
     def task_meta_grad(
@@ -45,6 +46,7 @@ class Scratch(MetaLearner):
     reported loss is the query loss after adapting from ``theta``."""
 
     name = "scratch"
+    baseline = True
     meta_trained = False
 
     def task_meta_grad(

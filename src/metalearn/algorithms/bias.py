@@ -21,10 +21,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from metalearn.algorithms.base import MetaLearner
+from metalearn.algorithms.base import Fit, Fitted, Option, Scorer
 from metalearn.functional import LossFn, Params
+from metalearn.models import BiasModel
+from metalearn.values import Grid
 
 USER_KEY = "head.bias"
 
@@ -41,14 +43,7 @@ def fit_item_offsets(items: Tensor, ratings: Tensor, n_items: int, shrinkage: fl
     return {"item.bias.weight": offsets[:, None].float(), USER_KEY: mu.reshape(1).float()}
 
 
-def _grid(name: str, values: Iterable[float]) -> tuple[float, ...]:
-    grid = tuple(float(v) for v in values)
-    if not grid or any(not v >= 0 for v in grid):
-        raise ValueError(f"{name}={list(grid)!r} is invalid: give one or more numbers >= 0")
-    return grid
-
-
-class Bias(MetaLearner):
+class Bias(Fitted):
     """Adapts only ``head.bias`` (the user offset), in closed form: for a model whose output is
     ``g(x) + head.bias`` and the mean squared error, ``grad_b L_s = -(2/n) sum_j r_j`` with the
     residuals ``r_j = y_j - f(x_j)``, so
@@ -60,8 +55,12 @@ class Bias(MetaLearner):
     needs a single ``user_shrinkage`` (the chosen one)."""
 
     name = "bias"
-    options = ("item_shrinkage", "user_shrinkage")
-    meta_trained = False
+    options = {
+        "item_shrinkage": Option((5.0,), Grid, "lambda_item candidates, chosen on meta-val"),
+        "user_shrinkage": Option((10.0,), Grid, "lambda_user candidates, chosen on meta-val"),
+    }
+    architectures = ("ratings",)  # item ids and ratings: collaborative filtering only
+    ignores = ("steps", "inner_lr")  # its closed-form fit uses the shrinkages only
     seeded = False
 
     def __init__(
@@ -69,12 +68,32 @@ class Bias(MetaLearner):
         steps: int = 1,
         inner_lr: float = 1.0,
         adapt_keys: Iterable[str] | None = None,
-        item_shrinkage: Sequence[float] = (5.0,),
-        user_shrinkage: Sequence[float] = (10.0,),
+        **options: Sequence[float],
     ) -> None:
-        super().__init__(steps, inner_lr, [USER_KEY])  # the user offset, whatever algo.adapt says
-        self.item_shrinkage = _grid("item_shrinkage", item_shrinkage)
-        self.user_shrinkage = _grid("user_shrinkage", user_shrinkage)
+        super().__init__(steps, inner_lr, [USER_KEY], **options)  # the user offset, always
+
+    @classmethod
+    def model(cls, source: Any) -> nn.Module:
+        return BiasModel(source.n_items, source.mean_rating)
+
+    def fit(self, source: Any, score: Scorer, higher_is_better: bool) -> Fit:
+        """The closed-form fit for every pair of candidate shrinkages, scored on meta-val; the
+        best pair wins (the first on a tie)."""
+        items, ratings = source.train_ratings()
+        grid, best = [], None
+        sign = 1.0 if higher_is_better else -1.0
+        for item_lam in self.item_shrinkage:
+            params = fit_item_offsets(items, ratings, source.n_items, item_lam)
+            for user_lam in self.user_shrinkage:
+                value = score(self.with_shrinkage(item_lam, user_lam), params)
+                grid.append({"item_shrinkage": item_lam, "user_shrinkage": user_lam})
+                grid[-1]["meta_val"] = value
+                if best is None or sign * value > sign * best[0]:
+                    best = (value, item_lam, user_lam, params)
+        value, item_lam, user_lam, params = best
+        chosen = {"item_shrinkage": item_lam, "user_shrinkage": user_lam}
+        options = {key: [lam] for key, lam in chosen.items()}
+        return Fit(params, options, chosen, grid, value)
 
     def with_shrinkage(self, item: float, user: float) -> Bias:
         """The same learner with one chosen pair of shrinkages."""

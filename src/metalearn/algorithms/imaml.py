@@ -3,15 +3,16 @@ proximally regularised inner problem, solved by conjugate gradient on Hessian-ve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from metalearn import functional as F
-from metalearn.algorithms.base import MetaLearner, check_int, check_positive
+from metalearn.algorithms.base import MetaLearner, Option
 from metalearn.functional import LossFn, Params
+from metalearn.values import AtLeast1, Positive
 
 
 def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, iterations: int) -> Params:
@@ -43,19 +44,10 @@ class IMAML(MetaLearner):
     """
 
     name = "imaml"
-    options = ("lam", "cg_steps")
-
-    def __init__(
-        self,
-        steps: int,
-        inner_lr: float,
-        adapt_keys: Iterable[str] | None = None,
-        lam: float = 2.0,
-        cg_steps: int = 5,
-    ) -> None:
-        super().__init__(steps, inner_lr, adapt_keys)
-        self.lam = check_positive("lam", lam)
-        self.cg_steps = check_int("cg_steps", cg_steps)
+    options = {
+        "lam": Option(2.0, Positive, "proximal regularisation lambda (iMAML paper: 2.0)"),
+        "cg_steps": Option(5, AtLeast1, "conjugate-gradient iterations (iMAML paper: 5)"),
+    }
 
     def adapt_fast(self, loss_fn: LossFn, fast: Params, slow: Params, support: Any) -> Params:
         """K steps of gradient descent on ``L_s(phi) + lam/2 ||phi - theta||^2`` from theta."""

@@ -18,8 +18,8 @@ Precedence, lowest to highest:
 Error policy: every problem is a :class:`ConfigError` (a ``ValueError``) raised while loading, so a
 stage fails before doing any work, with a message that names the dotted key, the bad value and what
 is allowed, e.g. ``algo.steps = 0: must be an integer >= 1``. Nothing is filled in silently: every
-key is required (``null`` where documented as optional; a benchmark entry's override sections may
-be left out), and unknown keys are errors everywhere,
+key is required (``null`` where documented as optional; a benchmark entry's override sections and
+a learner's keys may be left out), and unknown keys are errors everywhere,
 including keys added with Hydra's ``+key=value`` form. Typing is strict: an integer is accepted for
 a float, but neither a bool nor a float is accepted for an integer.
 
@@ -48,18 +48,11 @@ from metalearn.config.precedence import (
     all_benchmarks,
     benchmark_config,
     dataset_config,
-    eval_steps,
-    iterations,
-    learner_options,
     learners_of,
-    meta_lr,
     parse_benchmark,
-    resolve_device,
 )
 from metalearn.config.schema import (
-    CF_ONLY_LEARNERS,
     EFFICIENCY_PROBLEMS,
-    LEARNERS,
     ClassSplit,
     Config,
     EfficiencyConfig,
@@ -182,7 +175,6 @@ def split_cli(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
 
 
 __all__ = [
-    "CF_ONLY_LEARNERS",
     "ClassSplit",
     "Config",
     "ConfigError",
@@ -190,7 +182,6 @@ __all__ = [
     "EfficiencyConfig",
     "FewShotSetting",
     "JesterConfig",
-    "LEARNERS",
     "MiniImageNetConfig",
     "ModelConfig",
     "MovieLensConfig",
@@ -204,14 +195,9 @@ __all__ = [
     "build_config",
     "dataset_config",
     "default_params_path",
-    "eval_steps",
     "flatten",
-    "iterations",
-    "learner_options",
     "learners_of",
     "load_config",
-    "meta_lr",
     "parse_benchmark",
-    "resolve_device",
     "split_cli",
 ]

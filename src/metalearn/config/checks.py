@@ -8,20 +8,20 @@ from metalearn.config.errors import ConfigError, _show, validate
 from metalearn.config.precedence import benchmark_config, dataset_config, parse_benchmark
 from metalearn.config.schema import (
     CF_DATASETS,
-    CF_ONLY_LEARNERS,
     EFFICIENCY_PROBLEMS,
     Config,
     EfficiencyConfig,
     PipelineConfig,
     TrainConfig,
+    algo_from_params,
 )
 
 
 def _check_config(cfg: Config) -> None:
     """The rules that involve more than one key."""
     _check_efficiency(cfg.efficiency)
-    _check_cf(cfg.pipeline)
     _check_tune(cfg)
+    _check_cf_benchmarks(cfg.pipeline)
     used = {entry.dataset for entry in cfg.pipeline.benchmarks.values()}
     if set(cfg.pipeline.datasets) != used:
         raise ConfigError(
@@ -65,30 +65,6 @@ def _check_processes(train: TrainConfig, benchmark: str) -> None:
         )
 
 
-def _check_cf(pipeline: PipelineConfig) -> None:
-    """``cf_learners`` run on ``cf_benchmarks`` only, which must be rating benchmarks."""
-    for learner in pipeline.learners:
-        if learner in CF_ONLY_LEARNERS:
-            raise ConfigError(
-                f"pipeline.learners lists {learner!r}, which applies to collaborative filtering "
-                "only: list it under pipeline.cf_learners instead"
-            )
-    for learner in pipeline.cf_learners:
-        if learner not in CF_ONLY_LEARNERS:
-            raise ConfigError(
-                f"pipeline.cf_learners lists {learner!r}: it takes only "
-                f"{', '.join(CF_ONLY_LEARNERS)}; list {learner!r} under pipeline.learners"
-            )
-    for name in pipeline.cf_benchmarks:
-        entry = pipeline.benchmarks.get(name)
-        if entry is None or entry.dataset not in CF_DATASETS:
-            cf = [b for b, e in pipeline.benchmarks.items() if e.dataset in CF_DATASETS]
-            raise ConfigError(
-                f"pipeline.cf_benchmarks lists {name!r}, which is not a collaborative-filtering "
-                f"benchmark of pipeline.benchmarks (those are: {', '.join(cf) or 'none'})"
-            )
-
-
 def _check_tune(cfg: Config) -> None:
     for name in cfg.tune.benchmarks:
         if name not in cfg.pipeline.benchmarks:
@@ -96,11 +72,17 @@ def _check_tune(cfg: Config) -> None:
                 f"tune.benchmarks lists {name!r}, which is not in pipeline.benchmarks "
                 f"({', '.join(cfg.pipeline.benchmarks)})"
             )
-    for learner in cfg.tune.learners:
-        if learner in CF_ONLY_LEARNERS:
+
+
+def _check_cf_benchmarks(pipeline: PipelineConfig) -> None:
+    """``cf_learners`` run on ``cf_benchmarks`` only, which must be rating benchmarks."""
+    for name in pipeline.cf_benchmarks:
+        entry = pipeline.benchmarks.get(name)
+        if entry is None or entry.dataset not in CF_DATASETS:
+            cf = [b for b, e in pipeline.benchmarks.items() if e.dataset in CF_DATASETS]
             raise ConfigError(
-                f"tune.learners lists {learner!r}: its train stage already chooses its "
-                "shrinkages on meta-val; tune only gradient-trained learners"
+                f"pipeline.cf_benchmarks lists {name!r}, which is not a collaborative-filtering "
+                f"benchmark of pipeline.benchmarks (those are: {', '.join(cf) or 'none'})"
             )
 
 
@@ -116,14 +98,17 @@ def _check_efficiency(eff: EfficiencyConfig) -> None:
 def _check_cuda(device: str, setting: str) -> None:
     """A ``cuda`` device needs a visible GPU; ``setting`` names the key in the message."""
     if device == "cuda":
-        import torch
+        import torch  # only for a cuda setting: loading params stays torch-free (1.4 s)
 
         if not torch.cuda.is_available():
             raise ConfigError(f"{setting} but no CUDA GPU is visible; use 'auto' or 'cpu'")
 
 
 def build_config(data: Mapping[str, Any]) -> Config:
-    """Validate plain parameters (as in ``params.yaml``) into a :class:`Config`."""
+    """Validate plain parameters (as in ``params.yaml``) into a :class:`Config`; the learners'
+    sections and names are :func:`metalearn.config.learners.check_learners`'s to check."""
+    if isinstance(data, Mapping) and "algo" in data:
+        data = {**data, "algo": algo_from_params(data["algo"])}
     cfg = validate(Config, data)
     _check_config(cfg)
     return cfg

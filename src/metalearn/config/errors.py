@@ -3,6 +3,7 @@ that names the dotted key, the bad value and what is allowed (``algo.steps = 0: 
 integer >= 1``)."""
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -11,8 +12,10 @@ from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
+from metalearn.errors import StageError
 
-class ConfigError(ValueError):
+
+class ConfigError(StageError, ValueError):
     """A parameter is missing, unknown, mistyped or out of range; the message says how to fix it."""
 
 
@@ -66,16 +69,16 @@ _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "
 _BOUNDS |= {"less_than": "<"}
 
 
-def _problem(tp: Any, error: Mapping[str, Any]) -> str:
+def _problem(tp: Any, error: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> str:
     """One pydantic error as a line that names the key, the value and what is allowed."""
     loc, kind, ctx = error["loc"], error["type"], error.get("ctx", {})
     if kind in ("unexpected_keyword_argument", "extra_forbidden"):
         keys = ", ".join(f.name for f in dataclasses.fields(_type_at(tp, loc[:-1])))
-        return f"unknown key '{_dotted(loc)}' (valid: {keys})"
+        return f"unknown key '{_dotted((*prefix, *loc))}' (valid: {keys})"
     if kind == "missing" and loc and isinstance(loc[-1], int):  # a pair with one item
         loc, kind = loc[:-1], "tuple_type"
     elif kind == "missing":
-        return f"missing key '{_dotted(loc)}'"
+        return f"missing key '{_dotted((*prefix, *loc))}'"
     if kind == "literal_error":
         rule = "must be one of " + ", ".join(map(str, get_args(_type_at(tp, loc))))
     elif kind in _KINDS:
@@ -86,12 +89,20 @@ def _problem(tp: Any, error: Mapping[str, Any]) -> str:
     else:  # pydantic's own words: "List should have at least 1 item", "Value error, ..."
         rule = error["msg"].removeprefix("Value error, ")
         rule = re.sub(r"^(Input|Dictionary|List|Tuple) should (be|have)", r"must \2", rule)
-    return f"{_dotted(loc) or 'the parameters'} = {_show(error['input'])}: {rule}"
+    return f"{_dotted((*prefix, *loc)) or 'the parameters'} = {_show(error['input'])}: {rule}"
 
 
-def validate(tp: Any, data: Any) -> Any:
-    """``data`` (plain YAML data) as ``tp``; a :class:`ConfigError` listing every problem."""
+@functools.cache
+def _adapter(tp: Any) -> TypeAdapter:
+    return TypeAdapter(tp)
+
+
+def validate(tp: Any, data: Any, at: str = "") -> Any:
+    """``data`` (plain YAML data) as ``tp``; a :class:`ConfigError` listing every problem, each
+    key named from ``at`` (the dotted key of ``data`` itself, e.g. ``algo.maml``) down."""
     try:
-        return TypeAdapter(tp).validate_python(data)
+        return _adapter(tp).validate_python(data)
     except ValidationError as e:
-        raise ConfigError("\n".join(_problem(tp, err) for err in e.errors())) from None
+        prefix = tuple(at.split(".")) if at else ()
+        problems = [_problem(tp, err, prefix) for err in e.errors()]
+        raise ConfigError("\n".join(problems)) from None

@@ -3,21 +3,18 @@ the shared one (the precedence of the package docstring), and the names of bench
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from metalearn.config.errors import ConfigError, validate
 from metalearn.config.schema import (
-    LEARNERS,
     OVERRIDABLE,
+    SHARED_ALGO_KEYS,
     Config,
     DataConfig,
     DatasetSection,
-    EfficiencyConfig,
-    TrainConfig,
+    algo_from_params,
+    algo_to_params,
 )
-
-if TYPE_CHECKING:
-    import torch
 
 
 def _merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,14 +51,17 @@ def benchmark_config(cfg: Config, benchmark: str) -> Config:
     if not changes:
         return cfg
     data = dataclasses.asdict(cfg)
+    data["algo"] = algo_to_params(data["algo"])
     for section, values in changes.items():
         data[section] = _merge(data[section], values)
     algo_changes = changes.get("algo", {})
     for key, (section, shared) in _REFINED:
         if shared in changes.get(section, {}):
-            for learner in LEARNERS:  # the benchmark's shared key beats top-level learner keys
-                if key not in (algo_changes.get(learner) or {}):
-                    data["algo"][learner][key] = None
+            for learner, own in data["algo"].items():  # the benchmark's shared key beats
+                mine = algo_changes.get(learner) or {}  # the top-level learner keys
+                if learner not in SHARED_ALGO_KEYS and isinstance(own, dict) and key not in mine:
+                    own[key] = None
+    data["algo"] = algo_from_params(data["algo"])
     try:
         return validate(Config, data)
     except ConfigError as e:
@@ -73,15 +73,6 @@ def learners_of(cfg: Config, benchmark: str) -> list[str]:
     the ``cf_benchmarks``."""
     extra = cfg.pipeline.cf_learners if benchmark in cfg.pipeline.cf_benchmarks else []
     return [*cfg.pipeline.learners, *extra]
-
-
-def resolve_device(train: "TrainConfig | EfficiencyConfig") -> "torch.device":
-    """``train.device`` as a torch device: ``auto`` is CUDA when a GPU is visible, else CPU."""
-    import torch
-
-    if train.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(train.device)
 
 
 def dataset_config(cfg: Config, dataset: str) -> DatasetSection:
@@ -111,43 +102,3 @@ def parse_benchmark(cfg: Config, name: str) -> tuple[str, str]:
             f"key of data.<dataset>.settings; valid: {', '.join(all_benchmarks(cfg))}"
         )
     return dataset, setting
-
-
-def learner_options(cfg: Config, learner: str) -> dict[str, Any]:
-    """Keyword arguments for ``metalearn.algorithms.make(learner, **options)``: ``steps`` and
-    ``inner_lr`` (``algo.<learner>.<key>`` when not null, else ``algo.<key>``) plus the learner's
-    own keys (imaml: lam, cg_steps; adjoint: scheme, trajectory, checkpoint_every). ``algo.adapt``
-    is not included: the caller turns it into ``adapt_keys`` for its model. ``cfg`` is a
-    benchmark's config (:func:`benchmark_config`) when the benchmark overrides keys."""
-    if learner not in LEARNERS:
-        raise ConfigError(f"unknown learner {learner!r} (valid: {', '.join(LEARNERS)})")
-    section = getattr(cfg.algo, learner)
-    options = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
-    del options["eval_steps"], options["iterations"], options["meta_lr"]  # see their functions
-    for key in ("steps", "inner_lr"):
-        if options[key] is None:
-            options[key] = getattr(cfg.algo, key)
-    return options
-
-
-def iterations(cfg: Config, learner: str) -> int:
-    """Meta-training iterations: ``algo.<learner>.iterations`` when not null, else
-    ``train.iterations``."""
-    own = getattr(cfg.algo, learner).iterations
-    return own if own is not None else cfg.train.iterations
-
-
-def meta_lr(cfg: Config, learner: str) -> float:
-    """The outer Adam step size: ``algo.<learner>.meta_lr`` when not null, else
-    ``train.meta_lr``."""
-    own = getattr(cfg.algo, learner).meta_lr
-    return own if own is not None else cfg.train.meta_lr
-
-
-def eval_steps(cfg: Config, learner: str) -> int:
-    """Inner steps at meta-test: ``algo.<learner>.eval_steps``, else ``eval.steps``, else the
-    learner's training K (the first that is not null)."""
-    for steps in (getattr(cfg.algo, learner).eval_steps, cfg.eval.steps):
-        if steps is not None:
-            return steps
-    return learner_options(cfg, learner)["steps"]

@@ -3,30 +3,18 @@ are its keys and whose types say what each key allows. :func:`metalearn.config.e
 builds them from plain data."""
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Protocol, get_args
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AfterValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-Learner = Literal["maml", "fomaml", "reptile", "imaml", "adjoint", "pretrain", "scratch", "bias"]
-LEARNERS: tuple[str, ...] = get_args(Learner)
-#: Learners for the collaborative-filtering benchmarks only (``pipeline.cf_learners``).
-CF_ONLY_LEARNERS = ("bias",)
+from metalearn.values import AtLeast1, Bool, Float, Fraction, Int, NonNegative, Positive, Str
+
 #: The datasets of the collaborative-filtering benchmarks (ratings; item-id inputs).
 CF_DATASETS = ("jester", "movielens100k", "movielens1m")
 
 # --------------------------------------------------------------------------------- value types
-# pydantic validates; these say what a key allows. Strict: no bool for a number, no float for an
-# integer, no string for either (an integer is accepted for a float); NaN and infinity rejected.
-
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
-Bool = Annotated[bool, Strict()]
-Str = Annotated[str, Strict()]
-AtLeast1 = Annotated[Int, Field(ge=1)]
-NonNegative = Annotated[Int, Field(ge=0)]
-Positive = Annotated[Float, Field(gt=0)]
-Fraction = Annotated[Float, Field(gt=0, lt=1)]
+# pydantic validates; metalearn.values says what a key allows (the learners' options use them too).
 
 
 def _unique(items: list) -> list:
@@ -57,52 +45,34 @@ section = dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan
 # --------------------------------------------------------------------------------------- sections
 
 
-@section
-class LearnerSection:
-    """``algo.<learner>``: per-learner values of shared keys; null = use the shared key
-    (``algo.steps``, ``algo.inner_lr``, ``eval.steps``, ``train.iterations``)."""
-
-    steps: AtLeast1 | None
-    inner_lr: Positive | None
-    eval_steps: AtLeast1 | None
-    iterations: AtLeast1 | None  # over train.iterations
-    meta_lr: Positive | None  # over train.meta_lr
-
-
-@section
-class IMAMLSection(LearnerSection):
-    lam: Positive
-    cg_steps: AtLeast1
-
-
-@section
-class AdjointSection(LearnerSection):
-    scheme: Literal["heun", "euler"]
-    trajectory: Literal["store", "checkpoint", "reverse"]
-    checkpoint_every: AtLeast1 | None
-
-
-@section
-class BiasSection(LearnerSection):
-    """The classical CF baseline's candidate shrinkages, chosen on meta-val."""
-
-    item_shrinkage: Annotated[list[Annotated[Float, Field(ge=0)]], Field(min_length=1)]
-    user_shrinkage: Annotated[list[Annotated[Float, Field(ge=0)]], Field(min_length=1)]
+#: The keys of ``algo`` itself; every other key of ``algo`` is a learner's section.
+SHARED_ALGO_KEYS = ("steps", "inner_lr", "adapt")
 
 
 @section
 class AlgoConfig:
+    """``algo``: the shared inner-loop keys, and each learner's section ``algo.<learner>`` as
+    written (held here under ``learners``); :mod:`metalearn.config.learners` validates those
+    against the learners' declared options."""
+
     steps: AtLeast1
     inner_lr: Positive
     adapt: Literal["all", "head"]
-    maml: LearnerSection
-    fomaml: LearnerSection
-    reptile: LearnerSection
-    imaml: IMAMLSection
-    adjoint: AdjointSection
-    pretrain: LearnerSection
-    scratch: LearnerSection
-    bias: BiasSection
+    learners: dict[str, Any]
+
+
+def algo_from_params(algo: Any) -> Any:
+    """``algo`` as params.yaml writes it (learner sections beside the shared keys) in the shape
+    of :class:`AlgoConfig`; anything but a mapping is left for validation to refuse."""
+    if not isinstance(algo, Mapping):
+        return algo
+    shared = {k: v for k, v in algo.items() if k in SHARED_ALGO_KEYS}
+    return {**shared, "learners": {k: v for k, v in algo.items() if k not in SHARED_ALGO_KEYS}}
+
+
+def algo_to_params(algo: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`algo_from_params`."""
+    return {**{k: v for k, v in algo.items() if k != "learners"}, **algo["learners"]}
 
 
 @section
@@ -317,8 +287,8 @@ class BenchmarkEntry:
 
 @section
 class PipelineConfig:
-    learners: Annotated[list[Learner], Field(min_length=1), Unique]
-    cf_learners: Annotated[list[Learner], Unique]
+    learners: Annotated[list[Str], Field(min_length=1), Unique]  # config.learners checks them
+    cf_learners: Annotated[list[Str], Unique]
     cf_benchmarks: Annotated[list[Str], Unique]
     datasets: Annotated[list[Str], Field(min_length=1), Unique]
     benchmarks: Annotated[dict[str, BenchmarkEntry], Field(min_length=1)]
@@ -333,7 +303,7 @@ class EfficiencyVariant:
     """``efficiency.variants.<name>``: a meta-learner and the options it is built with (e.g. the
     adjoint's ``scheme`` and ``trajectory``); ``steps`` and ``inner_lr`` come from the stage."""
 
-    learner: Literal["maml", "fomaml", "reptile", "imaml", "adjoint"]
+    learner: Str  # a meta-learner (metalearn.config.learners checks it)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -371,7 +341,7 @@ class TuneConfig:
     """Stage ``tune@<benchmark>`` (:mod:`metalearn.tuning`): one grid and one budget for all."""
 
     benchmarks: Annotated[list[Str], Unique]
-    learners: Annotated[list[Learner], Field(min_length=1), Unique]
+    learners: Annotated[list[Str], Field(min_length=1), Unique]
     inner_lr: Grid
     meta_lr: Grid
     iterations: AtLeast1

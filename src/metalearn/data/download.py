@@ -43,6 +43,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from metalearn.data.sources import RemoteFile, files_for
+from metalearn.errors import StageError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ _MAX_SUMS_BYTES = 1 << 20
 _USER_AGENT = "metalearn-data-downloader/1"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(StageError, RuntimeError):
     """A dataset file could not be obtained or trusted; the message says what to do about it."""
 
 

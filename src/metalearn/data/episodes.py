@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from metalearn.config import Config, dataset_config, parse_benchmark
+from metalearn.errors import DataError
 from metalearn.io import atomic_dir, read_json, write_json
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x, y) with a leading task dimension
@@ -54,6 +55,7 @@ MODULES = {
     "omniglot": "metalearn.data.image_tasks",
     "miniimagenet": "metalearn.data.image_tasks",
 }
+RUNS = tuple(sorted(set(MODULES.values())))  # imported by name: stage code lists them
 
 
 def register(*datasets: str) -> Callable[[tuple[Episodify, Loader]], None]:
@@ -66,7 +68,7 @@ def register(*datasets: str) -> Callable[[tuple[Episodify, Loader]], None]:
 
 def _dataset(name: str) -> tuple[Episodify, Loader]:
     if name not in MODULES:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(MODULES)}")
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(MODULES)}")
     importlib.import_module(MODULES[name])  # registers its datasets
     return _DATASETS[name]
 

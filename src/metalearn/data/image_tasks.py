@@ -47,6 +47,7 @@ from torch import Tensor
 
 from metalearn.data import images as raw_images
 from metalearn.data.episodes import Batch, register
+from metalearn.errors import DataError
 
 CLASSES = "classes.parquet"
 SPLITS = ("train", "val", "test")
@@ -121,9 +122,9 @@ def sample_episodes(
     """
     n, k = int(n_tasks), int(shots) + int(queries)
     if table.n_base < ways:
-        raise ValueError(f"cannot sample {ways}-way tasks from {table.n_base} base classes")
+        raise DataError(f"cannot sample {ways}-way tasks from {table.n_base} base classes")
     if n < 1:
-        raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
+        raise DataError(f"n_tasks must be >= 1, got {n_tasks}")
     device = generator.device
 
     def rand(*shape: int) -> Tensor:
@@ -135,7 +136,7 @@ def sample_episodes(
     pick = table.members[group, which]  # [n, ways] rows of the table
     count = table.count[pick]
     if bool((count < k).any()):
-        raise ValueError(f"a class has {int(count.min())} images, fewer than {k} = shots+queries")
+        raise DataError(f"a class has {int(count.min())} images, fewer than {k} = shots+queries")
     width = int(table.count.max())
     keys = rand(n, ways, width).masked_fill(torch.arange(width) >= count[..., None], 2.0)
     offset = keys.argsort(dim=-1, stable=True)[..., :k]  # distinct images per class
@@ -189,7 +190,7 @@ def frame_to_episodes(frame: pl.DataFrame, per_task: tuple[int, int]) -> tuple[E
         tasks = part["task"].to_numpy()
         ok = n > 0 and part.height == n * m
         if not ok or not (tasks.reshape(n, m) == np.arange(n)[:, None]).all():
-            raise ValueError(
+            raise DataError(
                 f"fixed tasks: expected tasks 0..{n - 1} with {m} {role} rows each, "
                 f"got {part.height} {role} rows"
             )
@@ -215,8 +216,8 @@ def rotate_quarters(x: Tensor, rotation: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------- episodify
 
 
-def _setting_error(dataset: str, setting: str, key: str, why: str, fix: str) -> ValueError:
-    return ValueError(f"data.{dataset}.settings.{setting}.{key}: {why}; {fix}")
+def _setting_error(dataset: str, setting: str, key: str, why: str, fix: str) -> DataError:
+    return DataError(f"data.{dataset}.settings.{setting}.{key}: {why}; {fix}")
 
 
 def _check_setting(
@@ -276,7 +277,7 @@ def _write_omniglot(section: Any, raw: Path, out: Path) -> tuple[dict[str, pl.Da
     available = len(data.names)
     if sum(sizes.values()) > available:
         asked = " + ".join(str(v) for v in sizes.values())
-        raise ValueError(
+        raise DataError(
             f"data.omniglot.classes asks for {asked} = {sum(sizes.values())} characters but the "
             f"archives in {raw} hold only {available}; lower data.omniglot.classes.train / val / "
             "test to a sum <= " + str(available)
@@ -322,7 +323,7 @@ def _write_miniimagenet(section: Any, raw: Path, out: Path) -> tuple[dict[str, p
     mean, std = raw_images.channel_stats(train)
     del train
     if min(std) <= 0:
-        raise ValueError("MiniImageNet meta-train images have a constant channel (std 0)")
+        raise DataError("MiniImageNet meta-train images have a constant channel (std 0)")
     fields = {
         "image_size": raw_images.MINIIMAGENET_SHAPE[0],
         "channels": raw_images.MINIIMAGENET_SHAPE[2],
@@ -343,7 +344,7 @@ def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) ->
         tables, fields = _write_miniimagenet(section, Path(raw), out)
         where = {s: f"fixed by {raw_images.MINIIMAGENET_FILES[s]}" for s in SPLITS}
     else:
-        raise ValueError(f"image_tasks cannot episodify {dataset!r}")
+        raise DataError(f"image_tasks cannot episodify {dataset!r}")
     _check_setting(dataset, setting, spec, tables, where)
     pl.concat([tables[s] for s in SPLITS]).write_parquet(out / CLASSES)
     n_tasks = {"val": section.val_tasks, "test": section.test_tasks}
@@ -417,7 +418,7 @@ class ImageSource:
             file = self.path / f"images_{split}.npy"
             array = np.load(file, mmap_mode=mmap, allow_pickle=False)
             if array.dtype != np.uint8 or array.shape[1:3] != (self.image_size,) * 2:
-                raise ValueError(
+                raise DataError(
                     f"{file}: uint8 [N, {self.image_size}, {self.image_size}, ...] "
                     f"expected, got {array.dtype} {list(array.shape)}"
                 )
@@ -451,7 +452,7 @@ class ImageSource:
 
     def fixed_episodes(self, split: Literal["val", "test"]) -> tuple[Episodes, Episodes]:
         if split not in ("val", "test"):
-            raise ValueError(f"fixed tasks exist for 'val' and 'test', not {split!r}")
+            raise DataError(f"fixed tasks exist for 'val' and 'test', not {split!r}")
         frame = pl.read_parquet(self.path / f"{split}.parquet")
         return frame_to_episodes(frame, (self.ways * self.shots, self.ways * self.queries))
 

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from metalearn.errors import DataError, MissingInputError
+
 OMNIGLOT_ARCHIVES = ("images_background.zip", "images_evaluation.zip")
 MINIIMAGENET_FILES = {
     "train": "mini-imagenet-cache-train.pkl",
@@ -49,15 +51,15 @@ _MAX_PNG_BYTES = 10 * 2**20  # an Omniglot PNG is ~1 KB; refuse absurd (zip-bomb
 _MAX_SIDE = 1024  # pixels; official drawings are 105 x 105
 
 
-class ArchiveError(ValueError):
+class ArchiveError(DataError):
     """An Omniglot archive is missing, corrupt, unsafe or not in the official layout."""
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(DataError):
     """A pickle asked for a global that the MiniImageNet format does not need."""
 
 
-class PickleFormatError(ValueError):
+class PickleFormatError(DataError):
     """A MiniImageNet pickle loaded safely but does not hold the expected structure."""
 
 
@@ -169,7 +171,7 @@ def read_omniglot(
     an alphabet/character present in two archives is an error (the official ones are disjoint).
     """
     if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+        raise DataError(f"image_size must be >= 1, got {image_size}")
     raw_dir = Path(raw_dir)
     merged: dict[tuple[str, str], list[np.ndarray]] = {}
     origin: dict[tuple[str, str], str] = {}
@@ -247,7 +249,7 @@ def load_pickle(path: str | Path) -> Any:
     """Unpickle ``path`` with :class:`RestrictedUnpickler`; corrupt files raise ``ValueError``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MiniImageNet file not found: {path}")
+        raise MissingInputError(f"MiniImageNet file not found: {path}")
     with path.open("rb") as f:
         try:
             return RestrictedUnpickler(f, source=str(path)).load()
@@ -372,7 +374,7 @@ def channel_stats(images: np.ndarray, chunk: int = 2048) -> tuple[list[float], l
     values = np.arange(256, dtype=np.float64) / 255.0
     total = hist.sum(1)
     if not total.all():
-        raise ValueError("channel_stats needs at least one image")
+        raise DataError("channel_stats needs at least one image")
     mean = (hist * values).sum(1) / total
     var = (hist * (values - mean[:, None]) ** 2).sum(1) / total
     return mean.tolist(), np.sqrt(var).tolist()

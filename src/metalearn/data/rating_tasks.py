@@ -57,6 +57,7 @@ import torch
 
 from metalearn.data.episodes import Batch, register
 from metalearn.data.ratings import JESTER_JOKES, RATING_RANGE, read_ratings, scale
+from metalearn.errors import DataError
 
 RATINGS = "ratings.parquet"
 ITEMS = "items.npy"
@@ -85,7 +86,7 @@ def split_users(users: np.ndarray, val: float, test: float, seed: int) -> dict[s
     n_test, n_val = round(test * n), round(val * n)
     n_train = n - n_test - n_val
     if min(n_test, n_val, n_train) < 1:
-        raise ValueError(
+        raise DataError(
             f"cannot split {n} users into meta-train / meta-val / meta-test = {n_train} / "
             f"{n_val} / {n_test} (users.val = {val}, users.test = {test}): each needs >= 1 user"
         )
@@ -184,14 +185,14 @@ def svd_item_embedding(
     matrix = np.zeros((m, n), dtype=np.float64)
     matrix[user_idx, item_idx] = y - mean[user_idx]
     if dim > min(m, n):
-        raise ValueError(
+        raise DataError(
             f"{key} = {dim} exceeds the rank available: the meta-train rating matrix is {m} "
             f"users x {n} items (rank <= {min(m, n)}); lower {key}"
         )
     s, v = top_right_singular(matrix)
     rank = int((s > s[0] * RANK_RTOL).sum())
     if dim > rank:
-        raise ValueError(
+        raise DataError(
             f"{key} = {dim} exceeds the rank {rank} of the meta-train rating matrix ({m} users x "
             f"{n} items, centred by user means); lower {key}"
         )
@@ -253,14 +254,14 @@ def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) ->
         ok = counts.filter((pl.col("len") >= need) & pl.col("user").is_in(splits[split]))
         eligible[split] = np.sort(ok["user"].to_numpy())
     if len(eligible["train"]) == 0:
-        raise ValueError(
+        raise DataError(
             f"{name}: no meta-train user has >= {need} ratings (shots + queries); lower "
             f"data.{dataset}.settings.{setting}.shots or .queries"
         )
     wanted = {"val": section.val_tasks, "test": section.test_tasks}
     for split, n_tasks in wanted.items():
         if len(eligible[split]) < n_tasks:
-            raise ValueError(
+            raise DataError(
                 f"{name}: {len(eligible[split])} {SPLIT_NAMES[split]} users have >= {need} "
                 f"ratings, data.{dataset}.{split}_tasks = {n_tasks}; lower it or raise "
                 f"data.{dataset}.users.{split}"
@@ -349,7 +350,7 @@ class RatingSource:
         _, starts, counts = group_by_user(train["user"].to_numpy())
         ok = counts >= self.shots + self.queries
         if not ok.any():
-            raise ValueError(
+            raise DataError(
                 f"{self.path}: no meta-train user has >= {self.shots + self.queries} ratings"
             )
         self._item = torch.from_numpy(train["item"].to_numpy().astype(np.int64))
@@ -397,15 +398,15 @@ class RatingSource:
         tasks = df["task"].unique().sort()
         n_tasks = len(tasks)
         if n_tasks == 0 or not tasks.equals(pl.Series("task", range(n_tasks), dtype=pl.Int64)):
-            raise ValueError(f"{path}: tasks must be numbered 0 .. n - 1 (found {n_tasks} ids)")
+            raise DataError(f"{path}: tasks must be numbered 0 .. n - 1 (found {n_tasks} ids)")
         if not df["role"].is_in(ROLES).all():
-            raise ValueError(f"{path}: roles must be {' or '.join(ROLES)}")
+            raise DataError(f"{path}: roles must be {' or '.join(ROLES)}")
         out = []
         for role, n in zip(ROLES, (self.shots, self.queries), strict=True):
             part = df.filter(pl.col("role") == role).sort("task", maintain_order=True)
             per_task = part.group_by("task").len()
             if per_task.height != n_tasks or (per_task["len"] != n).any():
-                raise ValueError(f"{path}: every task must have {n} {role} rows")
+                raise DataError(f"{path}: every task must have {n} {role} rows")
             item = torch.from_numpy(part["item"].to_numpy().astype(np.int64)).view(n_tasks, n)
             y = torch.from_numpy(part["target"].to_numpy().astype(np.float32)).view(n_tasks, n)
             out.append((item, y))

@@ -33,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import xlrd
+
+from metalearn.errors import DataError, MissingInputError
 
 #: each dataset's rating scale (lo, hi); the targets are y = (r - lo) / (hi - lo) in [0, 1]
 RATING_RANGE: dict[str, tuple[float, float]] = {
@@ -70,16 +73,16 @@ def scale(rating: np.ndarray | pl.Expr, dataset: str) -> np.ndarray | pl.Expr:
 def read_member(archive: Path, member: str) -> bytes:
     """The bytes of ``member`` of the zip ``archive``."""
     if not archive.is_file():
-        raise FileNotFoundError(f"{archive} is missing; run the download stage (dvc repro)")
+        raise MissingInputError(f"{archive} is missing; run the download stage (dvc repro)")
     try:
         with zipfile.ZipFile(archive) as zf:
             names = zf.namelist()
             if member not in names:
                 shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-                raise ValueError(f"{archive}: no member {member!r} in the zip (it holds: {shown})")
+                raise DataError(f"{archive}: no member {member!r} in the zip (it holds: {shown})")
             return zf.read(member)
     except zipfile.BadZipFile as e:
-        raise ValueError(f"{archive}: not a valid zip archive ({e})") from e
+        raise DataError(f"{archive}: not a valid zip archive ({e})") from e
 
 
 # ----------------------------------------------------------------------------------- MovieLens
@@ -99,13 +102,13 @@ def parse_movielens(data: bytes, separator: str, source: str) -> pl.DataFrame:
             encoding="utf8-lossy",
         )
     except pl.exceptions.NoDataError as e:
-        raise ValueError(f"{source}: the file is empty") from e
+        raise DataError(f"{source}: the file is empty") from e
     except pl.exceptions.PolarsError as e:
-        raise ValueError(f"{source}: cannot read the file ({e})") from e
+        raise DataError(f"{source}: cannot read the file ({e})") from e
     if lines.width != 1:  # the unit separator appears in the data
-        raise ValueError(f"{source}: unexpected control character \\x1f in the file")
+        raise DataError(f"{source}: unexpected control character \\x1f in the file")
     if lines.height == 0:
-        raise ValueError(f"{source}: the file has no ratings")
+        raise DataError(f"{source}: the file has no ratings")
     fields = ["user", "item", "rating", "timestamp"]
     table = lines.with_row_index("line", offset=1).with_columns(
         parts=pl.col("text").fill_null("").str.split(separator)
@@ -114,7 +117,7 @@ def parse_movielens(data: bytes, separator: str, source: str) -> pl.DataFrame:
     if bad.height:
         row = bad.row(0, named=True)
         n = len(row["parts"])
-        raise ValueError(
+        raise DataError(
             f"{source}, line {row['line']}: {n} field(s) separated by {separator!r}, expected "
             f"{len(fields)} (user, item, rating, timestamp): {_show(data, row['line'])}"
             f" ({bad.height} such line(s))"
@@ -129,7 +132,7 @@ def parse_movielens(data: bytes, separator: str, source: str) -> pl.DataFrame:
     bad = table.filter(pl.any_horizontal(pl.col(fields).is_null()))
     if bad.height:
         line = bad.item(0, "line")
-        raise ValueError(
+        raise DataError(
             f"{source}, line {line}: fields must be integers: {_show(data, line)}"
             f" ({bad.height} such line(s))"
         )
@@ -144,7 +147,7 @@ def parse_movielens(data: bytes, separator: str, source: str) -> pl.DataFrame:
             if not lo <= row["rating"] <= hi
             else "user and item ids must be >= 1"
         )
-        raise ValueError(
+        raise DataError(
             f"{source}, line {row['line']}: {what}: {_show(data, row['line'])}"
             f" ({bad.height} such line(s))"
         )
@@ -167,7 +170,7 @@ def _check_unique(table: pl.DataFrame, source: str, where: str) -> None:
         row = dup.row(0, named=True)
         same = dup.filter((pl.col("user") == row["user"]) & (pl.col("item") == row["item"]))
         places = ", ".join(str(v) for v in same[where].to_list())
-        raise ValueError(
+        raise DataError(
             f"{source}: user {row['user']} rated item {row['item']} more than once "
             f"({where}s {places}); {dup.height} duplicated row(s) in all"
         )
@@ -190,22 +193,22 @@ def jester_long(matrix: np.ndarray, source: str, user_offset: int = 0) -> pl.Dat
     ``user_offset + r`` and joke column j + 1 is item j. Validates the layout and values."""
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[1] != JESTER_JOKES + 1:
-        raise ValueError(
+        raise DataError(
             f"{source}: {matrix.shape[-1] if matrix.ndim else 0} column(s), expected "
             f"{JESTER_JOKES + 1} (number of jokes rated, then {JESTER_JOKES} joke columns)"
         )
     if matrix.shape[0] == 0:
-        raise ValueError(f"{source}: the sheet has no users")
+        raise DataError(f"{source}: the sheet has no users")
     if not np.isfinite(matrix).all():
         row, col = np.argwhere(~np.isfinite(matrix))[0]
-        raise ValueError(f"{source}, row {row + 1}, column {col}: not a finite number")
+        raise DataError(f"{source}, row {row + 1}, column {col}: not a finite number")
     counts, ratings = matrix[:, 0], matrix[:, 1:]
     rated = ratings != JESTER_NOT_RATED
     lo, hi = RATING_RANGE["jester"]
     out_of_range = rated & ((ratings < lo) | (ratings > hi))
     if out_of_range.any():
         row, col = np.argwhere(out_of_range)[0]
-        raise ValueError(
+        raise DataError(
             f"{source}, row {row + 1}, column {col + 1}: rating {ratings[row, col]:g} outside "
             f"[{lo:g}, {hi:g}] (and not {JESTER_NOT_RATED:g} = not rated); "
             f"{int(out_of_range.sum())} such cell(s)"
@@ -213,7 +216,7 @@ def jester_long(matrix: np.ndarray, source: str, user_offset: int = 0) -> pl.Dat
     mismatch = counts != rated.sum(axis=1)
     if mismatch.any():
         row = int(np.flatnonzero(mismatch)[0])
-        raise ValueError(
+        raise DataError(
             f"{source}, row {row + 1}: column 0 says {counts[row]:g} jokes rated but "
             f"{int(rated[row].sum())} joke cells are not {JESTER_NOT_RATED:g}; "
             f"{int(mismatch.sum())} such row(s)"
@@ -232,15 +235,13 @@ def jester_long(matrix: np.ndarray, source: str, user_offset: int = 0) -> pl.Dat
 def parse_jester_xls(data: bytes, source: str) -> np.ndarray:
     """The first sheet of an Excel (BIFF) workbook as a float matrix; every cell must be a
     number."""
-    import xlrd
-
     try:
         book = xlrd.open_workbook(file_contents=data, on_demand=True)
         sheet = book.sheet_by_index(0)
     except (xlrd.XLRDError, ValueError, IndexError, AssertionError) as e:
-        raise ValueError(f"{source}: not a readable Excel (.xls) workbook ({e})") from e
+        raise DataError(f"{source}: not a readable Excel (.xls) workbook ({e})") from e
     if sheet.ncols != JESTER_JOKES + 1:
-        raise ValueError(
+        raise DataError(
             f"{source}: {sheet.ncols} column(s), expected {JESTER_JOKES + 1} (number of jokes "
             f"rated, then {JESTER_JOKES} joke columns)"
         )
@@ -251,7 +252,7 @@ def parse_jester_xls(data: bytes, source: str) -> np.ndarray:
             cols = [c for c, t in enumerate(types) if t != xlrd.XL_CELL_NUMBER]
             col = cols[0] if cols else len(types)
             value = sheet.cell_value(r, col) if col < len(types) else ""
-            raise ValueError(
+            raise DataError(
                 f"{source}, row {r + 1}, column {col}: expected a number, found {value!r}"
             )
         matrix[r] = sheet.row_values(r)
@@ -268,7 +269,7 @@ def read_jester(parts: Sequence[int], raw_dir: Path) -> pl.DataFrame:
         source = f"{path}:{member}"
         matrix = parse_jester_xls(read_member(path, member), source)
         if matrix.shape[0] >= JESTER_USER_OFFSET:
-            raise ValueError(f"{source}: {matrix.shape[0]} rows, expected < {JESTER_USER_OFFSET}")
+            raise DataError(f"{source}: {matrix.shape[0]} rows, expected < {JESTER_USER_OFFSET}")
         frames.append(jester_long(matrix, source, user_offset=part * JESTER_USER_OFFSET))
     return pl.concat(frames)
 
@@ -280,7 +281,7 @@ def read_ratings(dataset: str, raw_dir: Path, parts: Sequence[int] = (1, 2, 3)) 
         return read_jester(parts, raw_dir)
     if dataset in MOVIELENS_FILES:
         return read_movielens(dataset, raw_dir)
-    raise ValueError(f"unknown rating dataset {dataset!r}; known: {', '.join(RATING_RANGE)}")
+    raise DataError(f"unknown rating dataset {dataset!r}; known: {', '.join(RATING_RANGE)}")
 
 
 __all__ = [

@@ -29,6 +29,8 @@ import polars as pl
 import torch
 from torch import Tensor
 
+from metalearn.errors import DataError
+
 Tasks = tuple[Tensor, Tensor]  # (x [n_tasks, n, dim], y [n_tasks, n])
 SPLITS = ("train", "val", "test")
 ROLES = ("support", "query")
@@ -68,13 +70,13 @@ def _uniform(
 
 def _interval(cfg: Mapping[str, Any], key: str) -> tuple[float, float]:
     if key not in cfg:
-        raise ValueError(f"family config is missing the key {key!r}")
+        raise DataError(f"family config is missing the key {key!r}")
     value = cfg[key]
     if len(value) != 2:
-        raise ValueError(f"{key} must be an interval [low, high], got {value!r}")
+        raise DataError(f"{key} must be an interval [low, high], got {value!r}")
     low, high = float(value[0]), float(value[1])
     if not low <= high:
-        raise ValueError(f"{key} must satisfy low <= high, got [{low}, {high}]")
+        raise DataError(f"{key} must satisfy low <= high, got [{low}, {high}]")
     return low, high
 
 
@@ -157,12 +159,12 @@ def make_family(name: str, cfg: Mapping[str, Any] | Any) -> Family:
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         cfg = dataclasses.asdict(cfg)
     if name not in FAMILIES:
-        raise ValueError(f"unknown synthetic family {name!r}; expected one of {sorted(FAMILIES)}")
+        raise DataError(f"unknown synthetic family {name!r}; expected one of {sorted(FAMILIES)}")
     if "dim" not in cfg:
-        raise ValueError("family config is missing the key 'dim'")
+        raise DataError("family config is missing the key 'dim'")
     dim = int(cfg["dim"])
     if dim < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
+        raise DataError(f"dim must be >= 1, got {dim}")
     domain = _interval(cfg, "domain")
     if name == "cosmixture":
         return CosMixture(
@@ -184,13 +186,13 @@ def split_functions(family: Family, counts: Mapping[str, int], seed: int) -> dic
     """
     missing = [s for s in SPLITS if s not in counts]
     if missing:
-        raise ValueError(f"counts must give {list(SPLITS)}; missing {missing}")
+        raise DataError(f"counts must give {list(SPLITS)}; missing {missing}")
     generator = torch.Generator().manual_seed(int(seed))
     splits = {}
     for split in SPLITS:
         n = int(counts[split])
         if n < 0:
-            raise ValueError(f"counts[{split!r}] must be >= 0, got {n}")
+            raise DataError(f"counts[{split!r}] must be >= 0, got {n}")
         splits[split] = family.sample_functions(n, generator)
     for i, a in enumerate(SPLITS):
         for b in SPLITS[i + 1 :]:
@@ -215,7 +217,7 @@ def sample_tasks(
     ``dtype``. Targets are raw (see :func:`standardize`).
     """
     if fn_params.ndim != 2 or fn_params.shape[1] != family.n_params:
-        raise ValueError(
+        raise DataError(
             f"fn_params must be [n_tasks, {family.n_params}], got {tuple(fn_params.shape)}"
         )
     fn = fn_params.to(device=generator.device, dtype=torch.float64)
@@ -237,7 +239,7 @@ def target_stats(
     """
     fn = train_fn_params.to(device=generator.device, dtype=torch.float64)
     if fn.ndim != 2 or fn.shape[0] == 0:
-        raise ValueError("target_stats needs a non-empty [n_functions, n_params] tensor")
+        raise DataError("target_stats needs a non-empty [n_functions, n_params] tensor")
     y = family.evaluate(fn, family.sample_inputs((fn.shape[0], int(points)), generator))
     return float(y.mean()), float(y.std(correction=0))
 
@@ -262,12 +264,12 @@ def tasks_to_frame(support: Tasks, query: Tasks) -> pl.DataFrame:
         or x_s.shape[0] != x_q.shape[0]
         or x_s.shape[2] != x_q.shape[2]
     ):
-        raise ValueError(
+        raise DataError(
             "support/query x must be [n_tasks, n, dim] with equal n_tasks and dim, got "
             f"{tuple(x_s.shape)} and {tuple(x_q.shape)}"
         )
     if y_s.shape != x_s.shape[:2] or y_q.shape != x_q.shape[:2]:
-        raise ValueError("y must be [n_tasks, n] matching x")
+        raise DataError("y must be [n_tasks, n] matching x")
     n_tasks, shots, dim = x_s.shape
     queries = x_q.shape[1]
     n = shots + queries
@@ -300,24 +302,24 @@ def frame_to_tasks(df: pl.DataFrame, dtype: torch.dtype = torch.float64) -> tupl
     required = ["task", "role", "point", "y"]
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise ValueError(f"task frame is missing columns {missing}")
+        raise DataError(f"task frame is missing columns {missing}")
     dim = 0
     while f"x{dim}" in df.columns:
         dim += 1
     if dim == 0:
-        raise ValueError("task frame has no input columns x0 .. x{dim-1}")
+        raise DataError("task frame has no input columns x0 .. x{dim-1}")
     x_cols = [f"x{i}" for i in range(dim)]
     extra = sorted(set(df.columns) - set(required) - set(x_cols))
     if extra:
-        raise ValueError(
+        raise DataError(
             f"task frame has unexpected columns {extra} (x columns must be x0..x{{d-1}})"
         )
     nulls = [c for c in required + x_cols if df[c].null_count() > 0]
     if nulls:
-        raise ValueError(f"task frame has null values in columns {nulls}")
+        raise DataError(f"task frame has null values in columns {nulls}")
     bad_roles = sorted(set(df["role"].unique().to_list()) - set(ROLES))
     if bad_roles:
-        raise ValueError(f"task frame has unknown roles {bad_roles}; expected {list(ROLES)}")
+        raise DataError(f"task frame has unknown roles {bad_roles}; expected {list(ROLES)}")
 
     counts = df.group_by("task").agg(
         (pl.col("role") == "support").sum().alias("support"),
@@ -327,7 +329,7 @@ def frame_to_tasks(df: pl.DataFrame, dtype: torch.dtype = torch.float64) -> tupl
     for role in ROLES:
         sizes = counts[role].unique().to_list()
         if len(sizes) != 1:
-            raise ValueError(
+            raise DataError(
                 f"tasks have different numbers of {role} rows: {sorted(sizes)} "
                 "(every task must have the same number of support and of query rows)"
             )
@@ -336,9 +338,7 @@ def frame_to_tasks(df: pl.DataFrame, dtype: torch.dtype = torch.float64) -> tupl
         n_tasks = counts.height
         expected = np.tile(np.arange(n), n_tasks)
         if not np.array_equal(part["point"].to_numpy(), expected):
-            raise ValueError(
-                f"{role} point indices must be 0..{n - 1} within every task, once each"
-            )
+            raise DataError(f"{role} point indices must be 0..{n - 1} within every task, once each")
         x = part.select(x_cols).to_numpy().astype(np.float64).reshape(n_tasks, n, dim)
         y = part["y"].to_numpy().astype(np.float64).reshape(n_tasks, n)
         tasks.append((torch.from_numpy(x.copy()).to(dtype), torch.from_numpy(y.copy()).to(dtype)))

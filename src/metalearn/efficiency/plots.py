@@ -10,10 +10,10 @@ from typing import Any
 def plot_time_memory(rows: list[dict[str, Any]], path: Any) -> None:
     """The Adjoint MAML paper's two panels (time and memory against K), one row per problem;
     a variant's line ends where it ran out of time or memory (marked x)."""
-    import matplotlib
+    import matplotlib  # not at the top: each measurement point's process would load it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (likewise)
 
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     fig, axes = plt.subplots(len(problems), 2, figsize=(10, 3.6 * len(problems)), squeeze=False)
@@ -50,10 +50,10 @@ def plot_time_memory(rows: list[dict[str, Any]], path: Any) -> None:
 def plot_accuracy(rows: list[dict[str, Any]], path: Any) -> None:
     """Relative error of each variant's meta-gradient against MAML's, against K (as the iMAML
     paper's Figure 2a), one panel per problem."""
-    import matplotlib
+    import matplotlib  # not at the top: each measurement point's process would load it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (likewise)
 
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     fig, axes = plt.subplots(1, len(problems), figsize=(5.5 * len(problems), 3.8), squeeze=False)

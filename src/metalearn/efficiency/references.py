@@ -41,6 +41,10 @@ def _hvp(loss_fn: Callable, u: Params, batch: Any, v: Params) -> Params:
     return torch.func.jvp(lambda p: torch.func.grad(loss_fn)(p, batch), (u,), (v,))[1]
 
 
+#: The learners with a hand-written reference here (the peer table compares ours with it).
+REFERENCED = ("maml", "fomaml", "reptile", "imaml", "adjoint")
+
+
 def reference(learner: str, problem: Problem, steps: int, lr: float) -> Params:
     """The hand-written ``vmap(grad)`` meta-gradient of ``learner``."""
     loss, theta = problem.loss_fn, problem.params
@@ -122,7 +126,7 @@ def _module_loss(problem: Problem, module: Callable, batch: tuple[Tensor, Tensor
 
 def higher_maml(problem: Problem, steps: int, lr: float) -> Params:
     """MAML's mean meta-gradient with ``higher`` (one task at a time, as it works)."""
-    import higher
+    import higher  # an optional peer (the bench extra), loaded where it is measured
 
     model = problem.model
     with torch.no_grad():
@@ -143,7 +147,7 @@ def higher_maml(problem: Problem, steps: int, lr: float) -> Params:
 
 def torchopt_maml(problem: Problem, steps: int, lr: float) -> Params:
     """MAML with torchopt's functional SGD inside ``vmap(grad)`` (its functorch example)."""
-    import torchopt
+    import torchopt  # an optional peer (the bench extra), loaded where it is measured
 
     optimizer = torchopt.sgd(lr=lr)
     loss = problem.loss_fn
@@ -165,7 +169,7 @@ def torchopt_maml(problem: Problem, steps: int, lr: float) -> Params:
 def torchopt_imaml(problem: Problem, steps: int, lr: float) -> Params:
     """iMAML with ``torchopt.diff.implicit.custom_root`` (the stationarity of the proximal
     inner problem, solved by ``cg_steps`` CG steps), one task at a time as its examples do."""
-    import torchopt
+    import torchopt  # an optional peer (the bench extra), loaded where it is measured
 
     loss, theta = problem.loss_fn, problem.params
     keys = list(theta)  # torchopt differentiates with respect to a tuple of tensors

@@ -14,15 +14,17 @@ from typing import Any
 
 import polars as pl
 import torch
+from tqdm import tqdm
 
 from metalearn.algorithms import make
-from metalearn.config import ConfigError, EfficiencyConfig, resolve_device
+from metalearn.config import ConfigError, EfficiencyConfig, load_config
 from metalearn.efficiency.grad_accuracy import accuracy_sweep
 from metalearn.efficiency.plots import plot_accuracy, plot_time_memory
 from metalearn.efficiency.summary import summary_markdown, targets, write_summary
 from metalearn.efficiency.throughput import peers
 from metalearn.efficiency.time_memory import _point_main, sweep
 from metalearn.io import atomic_dir, write_json
+from metalearn.runtime import resolve_device
 
 
 def variant_specs(cfg: EfficiencyConfig) -> dict[str, dict[str, Any]]:
@@ -43,8 +45,6 @@ def run_stage(cfg: EfficiencyConfig, out: Path) -> dict[str, Any]:
     MAML (float64), the peer throughput; writes the CSVs and plots into ``out`` (all or nothing)
     and returns the targets (:func:`targets`). One thread on CPU, so the implementations compare
     per core and the points do not depend on what else the machine runs on its other cores."""
-    from tqdm import tqdm
-
     specs = variant_specs(cfg)
     device = str(resolve_device(cfg))
     torch.set_num_threads(1)
@@ -80,10 +80,9 @@ def run_stage(cfg: EfficiencyConfig, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from metalearn import efficiency  # the package's docstring describes the command
-
     parser = argparse.ArgumentParser(
-        prog="python -m metalearn.efficiency", description=efficiency.__doc__.split("\n")[0]
+        prog="python -m metalearn.efficiency",
+        description="a measurement point, a stage folder's summary, or the peer table",
     )
     parser.add_argument("command", choices=["point", "summary", "peers"])
     parser.add_argument(
@@ -96,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "summary":
         print(f"wrote {write_summary(Path(args.arg))}")
     elif args.command == "peers":  # the stage's peer table alone (minutes, not the whole stage)
-        from metalearn.config import load_config
-
         cfg = load_config().efficiency
         torch.set_num_threads(1)
         rows = [

@@ -15,12 +15,12 @@ from torch import nn
 
 from metalearn.algorithms import make
 from metalearn.efficiency.problems import Problem, _pair, make_problem
-from metalearn.efficiency.references import PEERS, reference
+from metalearn.efficiency.references import PEERS, REFERENCED, reference
 from metalearn.functional import Params
 
 #: The learners compared, with their options as params.yaml's (the adjoint's trajectory and
 #: scheme, iMAML's lambda and CG steps are the defaults there and in the references).
-LEARNERS = ("maml", "fomaml", "reptile", "imaml", "adjoint")
+LEARNERS = REFERENCED
 OURS, REFERENCE = "ours", "reference (vmap(grad))"
 
 

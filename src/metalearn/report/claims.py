@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from metalearn.algorithms import META_LEARNERS
 from metalearn.config import Config
 from metalearn.paired import (
     ALPHA,
@@ -20,7 +21,6 @@ from metalearn.paired import (
 from metalearn.report.families import FAMILIES, PAPER_ROWS, Family
 from metalearn.report.results import (
     BASELINE,
-    META_LEARNERS,
     Results,
     Scores,
     _best_learner,

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from metalearn import published
-from metalearn.config import Config, benchmark_config, learner_options
-from metalearn.report.results import META_LEARNERS
+from metalearn.algorithms import META_LEARNERS
+from metalearn.config import Config, benchmark_config
+from metalearn.config.learners import learner_options
 
 # A published row -> our learner of the same name.
 PAPER_ROWS = {
@@ -54,7 +55,9 @@ def _cf_tables(cfg: Config) -> list[published.PublishedTable]:
 
 def _steps_match(cfg: Config, steps: dict[str, int]) -> bool:
     return all(
-        learner_options(cfg, name)["steps"] == steps.get(name, steps["*"]) for name in META_LEARNERS
+        learner_options(cfg, name)["steps"] == steps.get(name, steps["*"])
+        for name in META_LEARNERS
+        if name in cfg.pipeline.learners
     )
 
 

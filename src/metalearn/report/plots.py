@@ -15,9 +15,10 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from metalearn import paths  # noqa: E402
+from metalearn import paths, tracking  # noqa: E402
+from metalearn.algorithms import META_LEARNERS
 from metalearn.config import Config, learners_of  # noqa: E402
-from metalearn.report.results import META_LEARNERS, Results  # noqa: E402
+from metalearn.report.results import Results  # noqa: E402
 
 
 def bar_chart(benchmark: str, by_learner: dict[str, dict[str, Any]], path: Path) -> None:
@@ -62,8 +63,6 @@ def curves_chart(cfg: Config, benchmark: str, path: Path, root: Path = Path()) -
 def _log_plots(results: Results, plots: Path) -> None:
     """Each benchmark's plots into each of its MLflow runs; a run the tracking store no longer
     has (results restored from DVC's cache elsewhere) is skipped with a warning."""
-    from metalearn import tracking
-
     try:
         tracking.connect()
     except tracking.TrackingError as error:  # the report stands without MLflow

@@ -10,16 +10,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from metalearn import published
+from metalearn.algorithms import META_LEARNERS
 from metalearn.config import (
     Config,
     benchmark_config,
-    eval_steps,
     flatten,
-    iterations,
-    learner_options,
     parse_benchmark,
 )
-from metalearn.report.results import BASELINE, META_LEARNERS, Results
+from metalearn.config.learners import eval_steps, iterations, learner_options
+from metalearn.report.results import BASELINE, Results
 
 
 def _model_words(architecture: str, cfg: Config) -> str:
@@ -35,16 +34,17 @@ def _model_words(architecture: str, cfg: Config) -> str:
 def protocol_table(cfg: Config, results: Results) -> str:
     """What ran per benchmark: K in training and at meta-test, step size, meta-batch, iterations,
     model, and the data it saw."""
+    meta = [n for n in cfg.pipeline.learners if n in META_LEARNERS]  # in params.yaml's order
     lines = [
-        "| benchmark | K train (" + "/".join(META_LEARNERS) + ") | K test "
+        "| benchmark | K train (" + "/".join(meta) + ") | K test "
         "| α (one, or per learner) | meta-batch | iterations | model | data |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for benchmark in results:
         bcfg = benchmark_config(cfg, benchmark)
-        k = "/".join(str(learner_options(bcfg, n)["steps"]) for n in META_LEARNERS)
-        k_test = "/".join(str(eval_steps(bcfg, n)) for n in META_LEARNERS)
-        rates = [learner_options(bcfg, n)["inner_lr"] for n in META_LEARNERS]
+        k = "/".join(str(learner_options(bcfg, n)["steps"]) for n in meta)
+        k_test = "/".join(str(eval_steps(bcfg, n)) for n in meta)
+        rates = [learner_options(bcfg, n)["inner_lr"] for n in meta]
         lr = "/".join(f"{r:g}" for r in rates) if len(set(rates)) > 1 else f"{rates[0]:g}"
         first = next(iter(results[benchmark].values()))
         model = _model_words(first.get("architecture", "mlp"), bcfg)

@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+from omegaconf import OmegaConf
+
 from metalearn import paths
-from metalearn.config import Config
+from metalearn.config import Config, ConfigError, build_config
 from metalearn.io import read_json
 from metalearn.report.results import Results
 
@@ -59,8 +62,6 @@ def _hardware(devices: list[str]) -> str:
         pass
     words = f"{cpu}, {os.cpu_count()} cores"
     if any(d.startswith("cuda") for d in devices):
-        import torch
-
         words = f"{torch.cuda.get_device_name(0)} GPU; {words}"
     return words
 
@@ -76,10 +77,6 @@ def provenance_line(p: dict[str, Any]) -> str:
 def default_config(root: Path) -> Config | None:
     """The committed ``params.yaml`` (git ``HEAD``): the default protocol an experiment's ``-S``
     changes depart from; None outside git."""
-    from omegaconf import OmegaConf
-
-    from metalearn.config import ConfigError, build_config
-
     text = _git("show", f"HEAD:{PARAMS_NAME}", root=root)
     if text == "unknown":
         return None

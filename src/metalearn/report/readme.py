@@ -4,6 +4,7 @@ the README's markers, and :func:`main` is ``python -m metalearn.report readme``.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,8 +26,6 @@ def readme_with_results(readme: str, summary_md: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m metalearn.report readme``: copy results/summary.md into README.md."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m metalearn.report", description=main.__doc__)
     parser.add_argument("command", choices=["readme"])
     parser.parse_args(argv)

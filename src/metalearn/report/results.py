@@ -21,7 +21,6 @@ Results = dict[str, dict[str, dict[str, Any]]]  # benchmark -> learner -> eval m
 Scores = dict[str, dict[str, np.ndarray]]  # benchmark -> learner -> per-task scores
 
 
-META_LEARNERS = ("maml", "fomaml", "reptile", "imaml", "adjoint")
 BASELINE = "scratch"  # every meta-learner must beat it
 
 

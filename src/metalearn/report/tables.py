@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from metalearn import paths, published
+from metalearn.algorithms import META_LEARNERS
 from metalearn.config import Config
 from metalearn.paired import ALPHA, BenchmarkComparison, Claim, Comparison, verdict_counts
 from metalearn.report.claims import Claims, Comparisons
 from metalearn.report.families import FAMILIES, PAPER_ROWS, Family
-from metalearn.report.results import BASELINE, META_LEARNERS, Results, _best_learner, _better
+from metalearn.report.results import BASELINE, Results, _best_learner, _better
 
 
 def _tasks(results: Results, benchmark: str) -> int:

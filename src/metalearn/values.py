@@ -1,0 +1,20 @@
+"""What a ``params.yaml`` key allows, as types pydantic validates: the config's sections and the
+learners' own options (:class:`metalearn.algorithms.base.Option`) use the same ones.
+
+Strict: no bool for a number, no float for an integer, no string for either (an integer is
+accepted for a float); NaN and infinity are rejected where the section says so."""
+
+from typing import Annotated
+
+from pydantic import Field, Strict
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+AtLeast1 = Annotated[Int, Field(ge=1)]
+NonNegative = Annotated[Int, Field(ge=0)]
+Positive = Annotated[Float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[Float, Field(gt=0, lt=1)]
+#: One or more numbers >= 0, e.g. a grid of candidates a fitted baseline chooses from.
+Grid = Annotated[list[Annotated[Float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=1)]

@@ -242,3 +242,40 @@ def test_a_stage_prints_its_result_as_one_short_line():
         "checks={not_beating_scratch}, seconds=1.235, runs=[2 items], device=cpu"
     )
     assert brief("done") == "done"
+
+
+@pytest.mark.parametrize(
+    ("broken", "line", "column"),
+    [("  steps: 50 #", 0, 1), ("  adapt: all #", None, None)],
+    ids=["tab", "bracket"],
+)
+def test_a_params_yaml_that_is_not_yaml_is_one_line_naming_file_line_and_column(
+    tmp_path, broken, line, column
+):
+    """Every stage script and its --help: the file, the line and column, no traceback."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    text = (tmp_path / "params.yaml").read_text()
+    lines = text.splitlines()
+    at = next(i for i, t in enumerate(lines) if t.startswith(broken))
+    if line == 0:  # a tab where YAML wants spaces
+        lines[at] = "\t" + lines[at].lstrip()
+        line, column = at + 1, 1
+    else:  # a bracket never closed
+        lines[at] = lines[at].replace("adapt: all", "adapt: [all", 1)
+    (tmp_path / "params.yaml").write_text("\n".join(lines) + "\n")
+    for script, args in (
+        ("resolve", []),
+        ("train", ["learner=maml", "benchmark=cosmixture-shot50"]),
+        ("episodify", ["benchmark=cosmixture-shot50"]),
+        ("train", ["--help"]),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / f"pipeline/{script}.py"), *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        output = done.stdout + done.stderr
+        assert "Traceback" not in output, output
+        assert f"{tmp_path / 'params.yaml'}, line " in output and "not valid YAML" in output
+        if column is not None:
+            assert f"line {line}, column {column}" in output
+        assert done.returncode == (0 if args == ["--help"] else 1), (script, output)

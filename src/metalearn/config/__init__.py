@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
@@ -106,6 +107,16 @@ def _unknown_key_error(error: ConfigCompositionException, params: Path) -> Confi
     )
 
 
+def _yaml_problem(params: Path, error: yaml.MarkedYAMLError) -> str:
+    """A YAML syntax error as one line: the file, the line and column, and what is wrong."""
+    mark, context = error.problem_mark, error.context_mark
+    where = f"{params}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(params)
+    what = error.problem or "a syntax error"
+    if error.context and context is not None:
+        what += f" ({error.context} from line {context.line + 1}, column {context.column + 1})"
+    return f"{where}: not valid YAML: {what}; fix the file (YAML indents with spaces, not tabs)"
+
+
 def _compose(params: Path, overrides: list[str]) -> dict[str, Any]:
     GlobalHydra.instance().clear()
     try:
@@ -116,6 +127,8 @@ def _compose(params: Path, overrides: list[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot parse the overrides {overrides}: {e}") from e
     except ConfigCompositionException as e:
         raise _unknown_key_error(e, params) from e
+    except yaml.MarkedYAMLError as e:  # not YAML: a tab, an unclosed bracket, ...
+        raise ConfigError(_yaml_problem(params, e)) from None
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"cannot load {params}: {e}") from e
     finally:

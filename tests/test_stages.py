@@ -11,6 +11,7 @@ import mlflow
 import polars as pl
 import pytest
 import torch
+import yaml
 
 from metalearn import paths
 from metalearn.checkpoint import CheckpointError
@@ -279,3 +280,33 @@ def test_a_params_yaml_that_is_not_yaml_is_one_line_naming_file_line_and_column(
         if column is not None:
             assert f"line {line}, column {column}" in output
         assert done.returncode == (0 if args == ["--help"] else 1), (script, output)
+
+
+def test_a_name_in_params_yaml_that_is_a_path_is_refused_and_nothing_is_written_outside(
+    tmp_path,
+):
+    """A setting or benchmark named with separators or '..' would put a stage's outputs
+    outside the checkout: params validation refuses it, every stage script says so."""
+    work = tmp_path / "a" / "b" / "checkout"
+    work.mkdir(parents=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    evil = "x/../../../../EVIL"
+    params["data"]["cosmixture"]["settings"][evil] = {"shots": 5, "queries": 5}
+    params["pipeline"]["benchmarks"][f"cosmixture-{evil}"] = {
+        "dataset": "cosmixture",
+        "setting": evil,
+    }
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = sorted(tmp_path.rglob("*"))
+    for script, args in (
+        ("resolve", []),
+        ("episodify", [f"benchmark=cosmixture-{evil}"]),
+        ("episodify", ["benchmark=cosmixture-shot50"]),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / f"pipeline/{script}.py"), *args],
+            cwd=work, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "never a path" in done.stderr or "is not a name" in done.stderr, done.stderr
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, inside or outside

@@ -4,9 +4,10 @@ learners' own options (:class:`metalearn.algorithms.base.Option`) use the same o
 Strict: no bool for a number, no float for an integer, no string for either (an integer is
 accepted for a float); NaN and infinity are rejected where the section says so."""
 
+import re
 from typing import Annotated
 
-from pydantic import Field, Strict
+from pydantic import AfterValidator, Field, Strict
 
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
@@ -18,3 +19,14 @@ Positive = Annotated[Float, Field(gt=0, allow_inf_nan=False)]
 Fraction = Annotated[Float, Field(gt=0, lt=1)]
 #: One or more numbers >= 0, e.g. a grid of candidates a fitted baseline chooses from.
 Grid = Annotated[list[Annotated[Float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=1)]
+
+
+def _plain(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ValueError("must be a plain name (letters, digits, '-', '_'), never a path")
+    return name
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: A name that becomes part of a file path (a dataset, setting, benchmark or learner).
+Name = Annotated[Str, AfterValidator(_plain)]

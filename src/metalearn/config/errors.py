@@ -72,6 +72,8 @@ _BOUNDS |= {"less_than": "<"}
 def _problem(tp: Any, error: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> str:
     """One pydantic error as a line that names the key, the value and what is allowed."""
     loc, kind, ctx = error["loc"], error["type"], error.get("ctx", {})
+    if loc and loc[-1] == "[key]":  # a mapping's key (a name) is at fault, not its value
+        loc = loc[:-1]
     if kind in ("unexpected_keyword_argument", "extra_forbidden"):
         keys = ", ".join(f.name for f in dataclasses.fields(_type_at(tp, loc[:-1])))
         return f"unknown key '{_dotted((*prefix, *loc))}' (valid: {keys})"

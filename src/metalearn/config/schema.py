@@ -8,7 +8,17 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from metalearn.values import AtLeast1, Bool, Float, Fraction, Int, NonNegative, Positive, Str
+from metalearn.values import (
+    AtLeast1,
+    Bool,
+    Float,
+    Fraction,
+    Int,
+    Name,
+    NonNegative,
+    Positive,
+    Str,
+)
 
 #: The datasets of the collaborative-filtering benchmarks (ratings; item-id inputs).
 CF_DATASETS = ("jester", "movielens100k", "movielens1m")
@@ -150,7 +160,7 @@ class CosMixtureConfig:
     frequency: RangeOrPoint
     phase: RangeOrPoint
     functions: FunctionCounts
-    settings: dict[str, SyntheticSetting]
+    settings: dict[Name, SyntheticSetting]
 
     @property
     def meta_test_tasks(self) -> int:
@@ -165,7 +175,7 @@ class AlpineConfig:
     domain: Range
     phase: RangeOrPoint
     functions: FunctionCounts
-    settings: dict[str, SyntheticSetting]
+    settings: dict[Name, SyntheticSetting]
 
     @property
     def meta_test_tasks(self) -> int:
@@ -205,7 +215,7 @@ class JesterConfig(FixedTasks):
     download: JesterDownload
     seed: Int
     users: UserSplit
-    settings: dict[str, RatingSetting]
+    settings: dict[Name, RatingSetting]
 
 
 @section
@@ -214,7 +224,7 @@ class MovieLensConfig(FixedTasks):
     seed: Int
     users: UserSplit
     embedding_dim: AtLeast1
-    settings: dict[str, RatingSetting]
+    settings: dict[Name, RatingSetting]
 
 
 @section
@@ -243,14 +253,14 @@ class OmniglotConfig(FixedTasks):
     image_size: AtLeast1
     classes: ClassSplit
     rotations: Bool
-    settings: dict[str, FewShotSetting]
+    settings: dict[Name, FewShotSetting]
 
 
 @section
 class MiniImageNetConfig(FixedTasks):
     download: NoDownload
     seed: Int
-    settings: dict[str, FewShotSetting]
+    settings: dict[Name, FewShotSetting]
 
 
 @section
@@ -277,8 +287,8 @@ class BenchmarkEntry:
     whose keys replace the top-level ones for this benchmark only (:func:`benchmark_config`,
     which validates them)."""
 
-    dataset: Str
-    setting: Str
+    dataset: Name
+    setting: Name
     algo: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
@@ -287,11 +297,11 @@ class BenchmarkEntry:
 
 @section
 class PipelineConfig:
-    learners: Annotated[list[Str], Field(min_length=1), Unique]  # config.learners checks them
-    cf_learners: Annotated[list[Str], Unique]
-    cf_benchmarks: Annotated[list[Str], Unique]
-    datasets: Annotated[list[Str], Field(min_length=1), Unique]
-    benchmarks: Annotated[dict[str, BenchmarkEntry], Field(min_length=1)]
+    learners: Annotated[list[Name], Field(min_length=1), Unique]  # config.learners checks them
+    cf_learners: Annotated[list[Name], Unique]
+    cf_benchmarks: Annotated[list[Name], Unique]
+    datasets: Annotated[list[Name], Field(min_length=1), Unique]
+    benchmarks: Annotated[dict[Name, BenchmarkEntry], Field(min_length=1)]
 
 
 #: The problems of the efficiency stage (:mod:`metalearn.efficiency`): the shapes of two benchmarks.
@@ -323,7 +333,7 @@ class EfficiencyConfig:
     device: Literal["auto", "cpu", "cuda"]
     steps: StepList
     meta_batch: Annotated[dict[str, AtLeast1], Field(min_length=1)]  # problem -> tasks per step
-    variants: Annotated[dict[str, EfficiencyVariant], Field(min_length=1)]
+    variants: Annotated[dict[Name, EfficiencyVariant], Field(min_length=1)]
     seconds: Positive  # a point's budget, its process start included
     memory_gib: Positive  # a point's address-space budget (CPU)
     repeats: AtLeast1
@@ -340,8 +350,8 @@ Grid = Annotated[list[Positive], Field(min_length=1), Unique]
 class TuneConfig:
     """Stage ``tune@<benchmark>`` (:mod:`metalearn.tuning`): one grid and one budget for all."""
 
-    benchmarks: Annotated[list[Str], Unique]
-    learners: Annotated[list[Str], Field(min_length=1), Unique]
+    benchmarks: Annotated[list[Name], Unique]
+    learners: Annotated[list[Name], Field(min_length=1), Unique]
     inner_lr: Grid
     meta_lr: Grid
     iterations: AtLeast1

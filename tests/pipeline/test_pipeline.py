@@ -283,10 +283,12 @@ def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
         assert stale(repo) == {"code"}  # the one stage that hashes modules
         assert stages_run(run(repo, "dvc", "repro", "code")) == {"code"}
         assert stale(repo) == {
+            "resolve",  # it checks algo.<learner> against the options the learners declare
             *(f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS),
             FIT_BIAS,
             *EVALUATE,
             TUNE,
+            "report",  # it tells meta-learners from baselines by the learners' classes
             "efficiency",
         }
     finally:

@@ -1,0 +1,94 @@
+"""Meta-SGD (Li et al. 2017): MAML whose inner step size is meta-learned, one per parameter entry.
+
+The inner loop is ``u_{j+1} = u_j - alpha * grad L_s(u_j)`` with ``alpha`` a tensor of the shape
+of each adapted parameter (elementwise product), and the meta-gradient is taken with respect to
+``theta`` and ``alpha`` together, through all K steps:
+
+    g_theta = d L_q(u_K) / d theta,   g_alpha = d L_q(u_K) / d alpha
+            = - sum_j grad L_s(u_j) * (d L_q(u_K) / d u_{j+1})
+
+(the paper takes K = 1). ``alpha`` lives in the parameter dict beside the model's, under
+``inner_lr/<key>``, so the outer Adam step, the checkpoint and the data-parallel all-reduce carry
+it like any parameter; :meth:`MetaSGD.meta_params` adds it, at ``inner_lr``. A key without its
+``alpha`` entry adapts with the constant ``inner_lr`` (and gets no step-size gradient).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metalearn import functional as F
+from metalearn.algorithms.base import MetaLearner
+from metalearn.functional import LossFn, Params
+
+PREFIX = "inner_lr/"  # "/" is in no module's parameter name
+
+
+class MetaSGD(MetaLearner):
+    """``g = d L_q(u_K(theta, alpha)) / d (theta, alpha)`` by reverse-mode autodiff through the
+    unrolled loop, as MAML; memory O(K)."""
+
+    name = "metasgd"
+
+    def meta_params(self, params: Params) -> Params:
+        fast, _ = self.split(params)
+        return {
+            **params,
+            **{PREFIX + k: torch.full_like(v, self.inner_lr) for k, v in fast.items()},
+        }
+
+    def _unpack(self, params: Params) -> tuple[Params, Params]:
+        """``(theta, alpha)``: the model's parameters and the step sizes by the model's keys."""
+        theta = {k: v for k, v in params.items() if not k.startswith(PREFIX)}
+        alpha = {k.removeprefix(PREFIX): v for k, v in params.items() if k.startswith(PREFIX)}
+        return theta, alpha
+
+    def _adapt(self, loss_fn: LossFn, fast: Params, slow: Params, alpha: Params, support: Any):
+        for _ in range(self.steps):
+            grads = F.grad_fast(loss_fn, slow, support)(fast)
+            fast = {k: fast[k] - alpha.get(k, self.inner_lr) * grads[k] for k in fast}
+        return fast
+
+    def adapt(self, loss_fn: LossFn, params: Params, support: Any) -> Params:
+        theta, alpha = self._unpack(F.detach(params))
+        with torch.no_grad():
+            problem = self._head_problem(loss_fn, theta, [support], differentiable=False)
+            if problem is not None:
+                fast, slow = self.split(problem.params)
+                adapted = self._adapt(problem.loss, fast, slow, alpha, *problem.batches)
+                return F.merge(theta, adapted)
+            fast, slow = self.split(theta)
+            return F.merge(theta, self._adapt(loss_fn, fast, slow, alpha, support))
+
+    def task_meta_grad(
+        self, loss_fn: LossFn, params: Params, support: Any, query: Any
+    ) -> tuple[Params, Tensor]:
+        theta, alpha = self._unpack(params)
+
+        def meta_loss(theta: Params, alpha: Params) -> Tensor:
+            fast, slow = self.split(theta)
+            adapted = self._adapt(loss_fn, fast, slow, alpha, support)
+            return loss_fn(F.merge(theta, adapted), query)
+
+        with torch.no_grad():  # the graph lives only inside torch.func.grad
+            (g_theta, g_alpha), loss = torch.func.grad_and_value(meta_loss, argnums=(0, 1))(
+                theta, alpha
+            )
+        return {**g_theta, **{PREFIX + k: g for k, g in g_alpha.items()}}, loss
+
+    def meta_grad_and_loss(
+        self, loss_fn: LossFn, params: Params, support: Any, query: Any
+    ) -> tuple[Params, Tensor]:
+        """:meth:`task_meta_grad`, on the head split where it applies (the same numbers): the
+        step sizes are those of the head's keys, which the reduced problem keeps."""
+        theta, alpha = self._unpack(params)
+        problem = self._head_problem(loss_fn, theta, [support, query])
+        if problem is None:
+            return self.task_meta_grad(loss_fn, params, support, query)
+        packed = {**problem.params, **{PREFIX + k: v for k, v in alpha.items()}}
+        grads, loss = self.task_meta_grad(problem.loss, packed, *problem.batches)
+        g_theta, g_alpha = self._unpack(grads)
+        return {**problem.full_grad(g_theta), **{PREFIX + k: g for k, g in g_alpha.items()}}, loss

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import psutil
 import pytest
 
@@ -217,3 +218,29 @@ def test_a_full_disk_mid_write_keeps_every_earlier_output_and_fails_the_run(work
     leftovers = [p.name for p in workdir.rglob(".*") if p.suffix in (".tmp", ".old")]
     assert leftovers == []
     assert statuses(workdir) == ["FINISHED", "FAILED"]
+
+
+@pytest.mark.parametrize("tamper", ["first tasks", "a query point of every task", "a new column"])
+def test_tampered_episodes_are_refused_naming_the_file_and_the_fix(workdir, tamper):
+    """Rows deleted or changed in an episodes file: evaluate and train stop before any work,
+    instead of scoring what is left; nothing is written."""
+    only = "pipeline.learners=[maml]"
+    assert train(workdir, only)[0] == 0
+    assert evaluate(workdir, only)[0] == 0
+    kept = outputs(workdir)
+    test = workdir / paths.episodes(B) / "test.parquet"
+    table = pl.read_parquet(test)
+    if tamper == "first tasks":
+        table = table.filter(pl.col("task") >= 2)
+    elif tamper == "a query point of every task":
+        table = table.filter(pl.int_range(pl.len()).over("task") != pl.len().over("task") - 1)
+    else:
+        table = table.with_columns(extra=pl.lit(1))
+    table.write_parquet(test)
+    code, err = evaluate(workdir, only)
+    assert code == 1 and "Traceback" not in err
+    assert f"{paths.episodes(B) / 'test.parquet'} has been changed since episodify@{B}" in err
+    assert f"dvc checkout {paths.episodes(B)}" in err and f"dvc repro -f episodify@{B}" in err
+    code, _, err = train(workdir, only)
+    assert code == 1 and "has been changed since episodify" in err
+    assert outputs(workdir) == kept

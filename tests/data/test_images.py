@@ -149,6 +149,7 @@ def build(section, dataset: str, setting: str, raw: Path, out: Path) -> it.Image
     out.mkdir(parents=True)
     meta = {"benchmark": f"{dataset}-{setting}", "dataset": dataset, "setting": setting}
     meta |= it.episodify(section, dataset, setting, raw, out)
+    meta["files"] = episodes.fingerprints(out)
     write_json(out / episodes.META, meta)
     source = episodes.load_episodes(out)
     assert isinstance(source, it.ImageSource)

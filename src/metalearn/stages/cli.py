@@ -41,6 +41,7 @@ class Stage:
     resolve: Callable[..., Any] | None = None
     cell_file: Callable[..., Path] | None = None
     read: Callable[[Path], Any] | None = None
+    line: Callable[[Any], str] | None = None  # the result as one line; default :func:`brief`
 
 
 def _selector_values(cfg: Config, selector: str) -> list[str]:
@@ -124,7 +125,7 @@ def main(stage: Stage, argv: Sequence[str], doc: str = "") -> int:
             file=sys.stderr,
         )
         return 1
-    print(brief(result))
+    print((stage.line or brief)(result))
     return 0
 
 

@@ -99,10 +99,16 @@ def run(cell: EvaluateCell) -> dict[str, Any]:
     return results
 
 
+def line(results: dict[str, Any]) -> str:
+    """Each learner's meta-test mean and interval: ``maml=0.9652 ± 0.0123, ...``."""
+    return ", ".join(f"{lr}={r['mean']:.4g} ± {r['ci']:.2g}" for lr, r in results.items())
+
+
 STAGE = Stage(
     run,
     ("benchmark",),
     resolve=evaluate_cell,
     cell_file=paths.evaluate_spec,
     read=functools.partial(read_cell, kind=EvaluateCell),
+    line=line,
 )

@@ -346,12 +346,21 @@ def test_not_enough_eligible_users_says_how_many_and_which_key(ml_raw, tmp_path)
     section = movielens_section(test_tasks=n + 1)
     with pytest.raises(ValueError) as err:
         build(ml_raw, tmp_path / "bad", section=section, setting="shot10")
-    assert str(err.value) == (
-        f"movielens100k-shot10: {n} meta-test users have >= 20 ratings, "
-        f"data.movielens100k.test_tasks = {n + 1}; lower it or raise data.movielens100k.users.test"
+    at = "data.movielens100k.settings.shot10"
+    message = str(err.value)
+    assert message.startswith(
+        f"movielens100k-shot10: a task needs 20 ratings of one user ({at}.shots = 10 + .queries "
+        f"= 10), and only {n} meta-test users have that many, for "
+        f"data.movielens100k.test_tasks = {n + 1} tasks: lower {at}.shots or .queries (at most "
+    )
+    most = int(message.split("(at most ")[1].split()[0])
+    assert 0 < most < 20  # the (n+1)-th most ratings among the meta-test users
+    assert message.endswith(
+        "together here), or lower data.movielens100k.test_tasks, or raise "
+        "data.movielens100k.users.test"
     )
     v = meta["counts"]["eligible_users"]["val"]
-    with pytest.raises(ValueError, match=rf"{v} meta-val users .* data.movielens100k.val_tasks"):
+    with pytest.raises(ValueError, match=rf"only {v} meta-val users .*\.val_tasks = {v + 1} "):
         build(
             ml_raw, tmp_path / "bad", section=movielens_section(val_tasks=v + 1), setting="shot10"
         )

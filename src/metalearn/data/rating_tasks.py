@@ -215,6 +215,12 @@ def jester_parts(section: Any) -> list[int]:
     return [int(p) for p in section.download.parts]
 
 
+def _most_ratings(counts: pl.DataFrame, users: np.ndarray, n_tasks: int) -> int:
+    """The most ratings a task may need so that ``n_tasks`` of ``users`` have enough."""
+    have = np.sort(counts.filter(pl.col("user").is_in(users))["len"].to_numpy())[::-1]
+    return int(have[n_tasks - 1]) if len(have) >= n_tasks else 0
+
+
 def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) -> dict[str, Any]:
     name = f"{dataset}-{setting}"
     shots = section.settings[setting].shots
@@ -261,10 +267,14 @@ def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) ->
     wanted = {"val": section.val_tasks, "test": section.test_tasks}
     for split, n_tasks in wanted.items():
         if len(eligible[split]) < n_tasks:
+            at = f"data.{dataset}.settings.{setting}"
             raise DataError(
-                f"{name}: {len(eligible[split])} {SPLIT_NAMES[split]} users have >= {need} "
-                f"ratings, data.{dataset}.{split}_tasks = {n_tasks}; lower it or raise "
-                f"data.{dataset}.users.{split}"
+                f"{name}: a task needs {need} ratings of one user ({at}.shots = {shots} "
+                f"+ .queries = {queries}), and only {len(eligible[split])} "
+                f"{SPLIT_NAMES[split]} users have that many, for data.{dataset}.{split}_tasks = "
+                f"{n_tasks} tasks: lower {at}.shots or .queries (at most "
+                f"{_most_ratings(counts, splits[split], n_tasks)} together here), or lower "
+                f"data.{dataset}.{split}_tasks, or raise data.{dataset}.users.{split}"
             )
 
     if dataset == "jester":

@@ -76,6 +76,8 @@ def test_a_diverging_loss_fails_the_stage_and_its_run_and_keeps_earlier_outputs(
     code, _, err = train(workdir, "train.meta_lr=100000.0", "train.iterations=6")
     assert code == 1 and "Traceback" not in err
     assert f"error: maml on {B}: the meta-training loss diverged at iteration" in err
+    hint = "Lower algo.inner_lr (now 0.01) or train.meta_lr (now 100000), or algo.steps (now 2)"
+    assert hint in err
     assert {p: p.read_bytes() for p in kept} == kept
     assert statuses(workdir) == ["FINISHED", "FAILED"]
 
@@ -244,3 +246,19 @@ def test_tampered_episodes_are_refused_naming_the_file_and_the_fix(workdir, tamp
     code, _, err = train(workdir, only)
     assert code == 1 and "has been changed since episodify" in err
     assert outputs(workdir) == kept
+
+
+def test_a_damaged_sqlite_store_fails_evaluate_before_any_work_in_one_line(workdir):
+    """The store truncated after training: evaluate names the file and the SQLite fix, keeps
+    the traceback in a log file, and writes nothing."""
+    only = "pipeline.learners=[maml]"
+    assert train(workdir, only)[0] == 0
+    store = workdir / "mlflow.db"
+    store.write_bytes(store.read_bytes()[:4096])  # truncated: not a database any more
+    code, err = evaluate(workdir, only)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"error: MLflow store sqlite:///{store} cannot be used" in err
+    assert f"mv {store} {store}.broken" in err
+    log = workdir / "mlflow-error.log"
+    assert f"(full error in {log})" in err and "Traceback" in log.read_text()
+    assert not (workdir / paths.eval_metrics(B)).exists()

@@ -116,8 +116,8 @@ def test_the_training_code_never_sees_the_config():
 
 
 def test_a_cells_spec_holds_every_field_but_workers():
-    """What the spec leaves out cannot change the numbers: the worker count, and the name of
-    the stage that trains the cell."""
+    """What the spec leaves out cannot change the numbers: the worker count, the name of the
+    stage that trains the cell, and the keys its fix hints name."""
     cell = train_cell(load_config(), "imaml", B)
     leaves = set(flatten(cell.spec()))
     for field in dataclasses.fields(cell):
@@ -125,7 +125,7 @@ def test_a_cells_spec_holds_every_field_but_workers():
         found |= {leaf for leaf in leaves if leaf.split(".")[0] == field.name}
         if field.name == "options":
             found = {f"algo.{k}" for k in cell.options} & leaves
-        assert bool(found) == (field.name not in ("workers", "stage")), field.name
+        assert bool(found) == (field.name not in ("workers", "stage", "keys")), field.name
 
 
 def test_evaluate_spec_names_its_learners_and_their_meta_test_k():

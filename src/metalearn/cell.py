@@ -43,6 +43,7 @@ class TrainCell:
     compile: bool  # torch.compile the meta-gradient (float32 round-off differs: in the spec)
     processes: int  # ranks sharing each meta-batch (the sums' round-off differs: in the spec)
     stage: str  # the DVC stage that trains it: train, or train-cf (pipeline.cf_learners)
+    keys: dict[str, str]  # the params.yaml key that sets steps, inner_lr, meta_lr (fix hints)
 
     def spec(self) -> Spec:
         """The values that decide the cell's outputs, as stage resolve writes them."""

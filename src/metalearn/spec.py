@@ -33,6 +33,7 @@ from metalearn.config.learners import (
     iterations,
     learner_options,
     meta_lr,
+    setting_keys,
 )
 from metalearn.errors import MissingInputError
 from metalearn.io import atomic_file
@@ -70,6 +71,7 @@ def train_cell(cfg: Config, learner: str, benchmark: str) -> TrainCell:
         compile=compiled,
         processes=b.train.processes,
         stage="train-cf" if learner in cfg.pipeline.cf_learners else "train",
+        keys=setting_keys(cfg, learner, benchmark),
     )
 
 

@@ -8,10 +8,12 @@ Store: ``MLFLOW_TRACKING_URI`` when set (e.g. a tracking server), else a SQLite 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -60,9 +62,38 @@ def tracking_uri() -> str:
 
 
 def _fix(uri: str) -> str:
+    """What to do about a store that cannot be used, for its kind: a SQLite file or a server."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+        return (
+            f"the SQLite file {path} is damaged, locked or not writable: move it aside "
+            f"(mv {path} {path}.broken) for a fresh store, restore it from a backup, or point "
+            "MLFLOW_TRACKING_URI at another store"
+        )
     return (
         f"start that server, point MLFLOW_TRACKING_URI at one that runs or at a file store "
         f"(sqlite:///path/mlflow.db), or unset it for the project's mlflow.db (it is {uri!r})"
+    )
+
+
+def error_log() -> Path:
+    """Where the full text of a tracking failure goes (the console gets one line)."""
+    return project_root() / "mlflow-error.log"
+
+
+def failure(error: BaseException) -> TrackingError:
+    """``error`` (raised while tracking) as one line naming the store, the fix for its kind
+    and the log file that holds its full traceback."""
+    if isinstance(error, TrackingError):
+        return error
+    log = error_log()
+    with contextlib.suppress(OSError), open(log, "a") as f:
+        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {tracking_uri()}\n")
+        f.write("".join(traceback.format_exception(error)))
+    uri = tracking_uri()
+    return TrackingError(
+        f"MLflow store {uri} cannot be used ({type(error).__name__}: {_first_line(error)}): "
+        f"{_fix(uri)} (full error in {log})"
     )
 
 
@@ -89,19 +120,17 @@ def connect() -> str:
 def open_store() -> None:
     """Connect and open the store once (for SQLite: SQLAlchemy, MLflow's tables), creating
     nothing but the store itself. Raises :class:`TrackingError` if it cannot be used."""
-    uri = connect()
+    connect()
     try:
         MlflowClient().get_experiment_by_name(experiment_name())
-    except Exception as error:
-        raise TrackingError(
-            f"MLflow store {uri} cannot be used ({_first_line(error)}): {_fix(uri)}"
-        ) from None
+    except Exception as error:  # SQLAlchemy's, MLflow's: one line here, the whole in the log
+        raise failure(error) from None
 
 
 def experiment_id() -> str:
     """The id of this DVC experiment's MLflow experiment, created (marked as holding training
     runs) on first use. Raises :class:`TrackingError` if the store cannot be used."""
-    uri = connect()
+    connect()
     name = experiment_name()
     try:
         client = MlflowClient()
@@ -118,8 +147,7 @@ def experiment_id() -> str:
     except TrackingError:
         raise
     except Exception as error:  # a bad scheme, an unwritable path, a server error, ...
-        reason = _first_line(error)
-        raise TrackingError(f"MLflow store {uri} cannot be used ({reason}): {_fix(uri)}") from None
+        raise failure(error) from None
 
 
 def _first_line(error: BaseException) -> str:
@@ -128,10 +156,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def describe(error: BaseException) -> str:
-    """One line for a failure while tracking: a TrackingError's own message, else what failed."""
-    if isinstance(error, TrackingError):
-        return str(error)
-    return f"MLflow run {tracking_uri()} failed ({type(error).__name__}: {_first_line(error)})"
+    """One line for a failure while tracking (:func:`failure`'s)."""
+    return str(failure(error))
 
 
 def _close_killed_runs(

@@ -241,9 +241,9 @@ def meta_train(
             grads, loss = shard.average(grads, loss, cell.meta_batch)
         if compiled and iteration == 1:
             result.compile_seconds = time.perf_counter() - step_start
-        _check_finite(loss, grads, learner_name, benchmark, iteration)
+        _check_finite(loss, grads, cell, iteration)
         first_loss = float(loss) if first_loss is None else first_loss
-        _check_divergence(float(loss), first_loss, learner_name, benchmark, iteration)
+        _check_divergence(float(loss), first_loss, cell, iteration)
         optimizer.step(params, grads)
         row = {"meta_train_loss": float(loss)}
         if lead and (iteration % cell.val_every == 0 or iteration == last):
@@ -312,20 +312,27 @@ def fit(
     )
 
 
-def _check_divergence(loss: float, first: float, learner: str, benchmark: str, it: int) -> None:
+def _fix(cell: TrainCell) -> str:
+    """What to change after a divergence: the keys that set this cell's step sizes and K."""
+    keys, o = cell.keys, cell.options
+    return (
+        f"Lower {keys['inner_lr']} (now {o['inner_lr']:g}) or {keys['meta_lr']} (now "
+        f"{cell.meta_lr:g}), or {keys['steps']} (now {o['steps']}), and re-run."
+    )
+
+
+def _check_divergence(loss: float, first: float, cell: TrainCell, it: int) -> None:
     if loss > DIVERGENCE * max(first, torch.finfo(torch.float32).tiny):
         raise NonFiniteError(
-            f"{learner} on {benchmark}: the meta-training loss diverged at iteration {it} "
-            f"({loss:.3g}, over {DIVERGENCE:g} x its first value {first:.3g}). "
-            "Lower algo.inner_lr or train.meta_lr, or fewer algo.steps, and re-run."
+            f"{cell.learner} on {cell.benchmark}: the meta-training loss diverged at iteration "
+            f"{it} ({loss:.3g}, over {DIVERGENCE:g} x its first value {first:.3g}). {_fix(cell)}"
         )
 
 
-def _check_finite(loss: torch.Tensor, grads: Params, learner: str, benchmark: str, it: int):
+def _check_finite(loss: torch.Tensor, grads: Params, cell: TrainCell, it: int) -> None:
     bad = [k for k, g in grads.items() if not torch.isfinite(g).all()]
     if not math.isfinite(float(loss)) or bad:
         what = f"meta-gradient of {', '.join(bad)}" if bad else f"query loss ({float(loss)})"
         raise NonFiniteError(
-            f"{learner} on {benchmark}: non-finite {what} at iteration {it}. "
-            "Lower algo.inner_lr or train.meta_lr, or fewer algo.steps, and re-run."
+            f"{cell.learner} on {cell.benchmark}: non-finite {what} at iteration {it}. {_fix(cell)}"
         )

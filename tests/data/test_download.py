@@ -10,8 +10,12 @@ import http.server
 import io
 import json
 import os
+import socket
 import stat
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +36,8 @@ from metalearn.data.download import (
     safe_extract_zip,
 )
 from metalearn.data.sources import RemoteFile, files_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NAME = "tiny.zip"
 DEAD_URL = "http://127.0.0.1:9/never-contacted"
@@ -390,3 +396,43 @@ def test_real_mirror_download(tmp_path, dataset):
         assert zipfile.ZipFile(tmp_path / dataset / name).testzip() is None
     on_disk = json.loads((tmp_path / dataset / dl.MANIFEST_NAME).read_text())
     assert on_disk == manifest
+
+
+@pytest.fixture
+def silent_host() -> Iterator[str]:
+    """A host that takes connections and never answers (as one whose packets are dropped)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # the kernel completes the handshakes; nobody reads or replies
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_a_host_that_never_answers_fails_once_the_patience_is_spent(tmp_path, silent_host):
+    net = dl._Net(timeout=20, retries=3, backoff=0.2, patience=1.5)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"after \d attempt\(s\), \d s without an answer"):
+        dl._download(f"{silent_host}/ml-100k.zip", io.BytesIO(), "ml-100k.zip", net)
+    assert time.monotonic() - start < 3
+    assert dl._Net.from_env(20, 3, 1.0).patience <= 55  # the default: a failure within a minute
+
+
+def test_the_download_stage_gives_up_on_a_silent_host_in_bounded_time(tmp_path, silent_host):
+    """Through the stage script: a URL mirror that never answers, a patience of 2 s."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "METALEARN_"))},
+        "METALEARN_DATA_MIRROR": silent_host,
+        dl.PATIENCE_ENV: "2",
+    }
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline/download.py"), "dataset=movielens100k"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert time.monotonic() - start < 15
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error: could not download" in done.stderr and "without an answer" in done.stderr
+    assert not (tmp_path / "data").exists()

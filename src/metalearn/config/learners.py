@@ -146,3 +146,25 @@ def eval_steps(cfg: Config, learner: str) -> int:
         if steps is not None:
             return steps
     return learner_options(cfg, learner)["steps"]
+
+
+def setting_keys(cfg: Config, learner: str, benchmark: str) -> dict[str, str]:
+    """The params.yaml key that sets ``learner``'s ``steps``, ``inner_lr`` and ``meta_lr`` on
+    ``benchmark``, by the precedence of :func:`benchmark_config`: what a message tells a user to
+    change (a tuned benchmark's own ``algo.<learner>.inner_lr``, not the shared key)."""
+    entry, at = cfg.pipeline.benchmarks[benchmark], f"pipeline.benchmarks.{benchmark}"
+    entry_own = entry.algo.get(learner) or {}
+    own = cfg.algo.learners.get(learner) or {}
+
+    def key(name: str, section: str) -> str:
+        if entry_own.get(name) is not None:
+            return f"{at}.algo.{learner}.{name}"
+        if name in getattr(entry, section):
+            return f"{at}.{section}.{name}"
+        if own.get(name) is not None:
+            return f"algo.{learner}.{name}"
+        return f"{section}.{name}"
+
+    return {"steps": key("steps", "algo"), "inner_lr": key("inner_lr", "algo")} | {
+        "meta_lr": key("meta_lr", "train")
+    }

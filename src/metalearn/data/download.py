@@ -102,7 +102,7 @@ def resolve_mirror(env: Mapping[str, str] = os.environ) -> Mirror | None:
 def open_mirror(
     location: str | os.PathLike[str],
     *,
-    timeout: float = 60,
+    timeout: float = 20,
     retries: int = 3,
     backoff: float = 1.0,
 ) -> Mirror:
@@ -110,7 +110,7 @@ def open_mirror(
     text = os.fspath(location)
     if text.startswith(("http://", "https://")):
         prefix = text.rstrip("/")
-        return Mirror(prefix, _read_url_sums(prefix, _Net(timeout, retries, backoff)))
+        return Mirror(prefix, _read_url_sums(prefix, _Net.from_env(timeout, retries, backoff)))
     path = Path(text).expanduser()
     if not path.is_dir():
         raise DownloadError(_missing_mirror_message(text, path))
@@ -167,11 +167,27 @@ def _read_url_sums(prefix: str, net: _Net) -> dict[str, str]:
 # ----------------------------------------------------------------------------- transfer
 
 
+#: Seconds a download may wait on the network without receiving a byte, over all its attempts,
+#: before it fails (a host that drops packets, a server that never answers); a transfer that
+#: makes progress starts the count again. Default 50, so every network state fails in a minute.
+PATIENCE_ENV = "METALEARN_NETWORK_SECONDS"
+
+
 @dataclass(frozen=True)
 class _Net:
-    timeout: float
+    timeout: float  # each blocking operation (connect, a read)
     retries: int
     backoff: float
+    patience: float = 50.0
+
+    @classmethod
+    def from_env(cls, timeout: float, retries: int, backoff: float) -> _Net:
+        value = os.environ.get(PATIENCE_ENV, "").strip()
+        try:
+            patience = float(value) if value else cls.patience
+        except ValueError:
+            raise DownloadError(f"{PATIENCE_ENV}={value!r} is not a number of seconds") from None
+        return cls(timeout, retries, backoff, patience)
 
 
 @dataclass(frozen=True)
@@ -199,20 +215,25 @@ _RETRYABLE = (
 
 
 def _download(url: str, out: BinaryIO, desc: str, net: _Net) -> _Digests:
-    """Download ``url`` into ``out`` (rewound on each retry), retrying transient failures."""
-    attempts = net.retries + 1
+    """Download ``url`` into ``out`` (rewound on each retry), retrying transient failures while
+    the time spent waiting without progress stays under ``net.patience``."""
+    attempts, waited = net.retries + 1, 0.0
     for attempt in range(attempts):
+        start = time.monotonic()
         try:
-            return _download_once(url, out, desc, net.timeout)
+            return _download_once(url, out, desc, max(0.1, min(net.timeout, net.patience - waited)))
         except _RETRYABLE as exc:
-            if attempt == attempts - 1:
-                raise DownloadError(
-                    f"could not download {url} after {attempts} attempt(s): {exc}. Check the "
-                    f"network, or set {MIRROR_ENV} to a folder or URL prefix holding {desc}."
-                ) from exc
+            waited = 0.0 if out.tell() > 0 else waited + time.monotonic() - start  # progress?
             delay = net.backoff * 2**attempt
+            if attempt == attempts - 1 or waited + delay >= net.patience:
+                raise DownloadError(
+                    f"could not download {url} after {attempt + 1} attempt(s), "
+                    f"{waited:.0f} s without an answer: {exc}. Check the network, or set "
+                    f"{MIRROR_ENV} to a folder or URL prefix holding {desc}."
+                ) from exc
             log.warning("%s: %s; retry %d/%d in %.1fs", url, exc, attempt + 1, net.retries, delay)
             time.sleep(delay)
+            waited += delay
     raise AssertionError("unreachable")
 
 
@@ -423,7 +444,7 @@ def fetch(
     dest_dir: Path,
     mirror: Mirror | None = None,
     *,
-    timeout: float = 60,
+    timeout: float = 20,
     retries: int = 3,
     backoff: float = 1.0,
     allow_unpinned: bool = False,
@@ -436,7 +457,7 @@ def fetch(
     accepts a file nothing can verify (no official pin, no mirror entry), with a warning: use it
     only to bootstrap a pin, never in a pipeline.
     """
-    net = _Net(timeout, retries, backoff)
+    net = _Net.from_env(timeout, retries, backoff)
     return _fetch(file, Path(dest_dir), mirror, net, allow_unpinned).path
 
 
@@ -482,7 +503,7 @@ def download_dataset(
     mirror: Mirror | None | EllipsisType = ...,
     *,
     allow_unpinned: bool = False,
-    timeout: float = 60,
+    timeout: float = 20,
     retries: int = 3,
     backoff: float = 1.0,
 ) -> dict[str, dict[str, str | int]]:
@@ -497,7 +518,7 @@ def download_dataset(
     """
     files = files_for(dataset, parts)
     chosen = resolve_mirror() if mirror is ... else mirror
-    net = _Net(timeout, retries, backoff)
+    net = _Net.from_env(timeout, retries, backoff)
     dest_dir = Path(dest_dir)
     with _staged_dir(dest_dir) as staging:
         manifest = {}

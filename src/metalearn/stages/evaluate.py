@@ -31,7 +31,7 @@ def run(cell: EvaluateCell) -> dict[str, Any]:
     """Score every learner's trained parameters (each training seed's) on the benchmark's first
     ``eval.tasks`` fixed meta-test tasks; a task's score is its mean over the seeds, and
     ``seed_sd`` the spread of the seeds' means."""
-    tracking.connect()  # an unusable store fails here, before any work
+    tracking.open_store()  # an unusable store fails here, before any work or output
     benchmark, n = cell.benchmark, cell.tasks
     checkpoints = {lr: load_checkpoint(c) for lr, c in cell.cells.items()}
     source = load_episodes(paths.episodes(benchmark))
@@ -90,12 +90,15 @@ def run(cell: EvaluateCell) -> dict[str, Any]:
             )
         out.write_json(paths.eval_metrics(benchmark), results)
         out.commit()
-        for learner, r in results.items():
-            tracking.log_to_run(
-                r["mlflow_run_id"],
-                {f"test_{metric.name}": r["mean"], f"test_{metric.name}_ci": r["ci"]},
-                artifacts=[paths.eval_per_task(learner, benchmark)],
-            )
+        try:
+            for learner, r in results.items():
+                tracking.log_to_run(
+                    r["mlflow_run_id"],
+                    {f"test_{metric.name}": r["mean"], f"test_{metric.name}_ci": r["ci"]},
+                    artifacts=[paths.eval_per_task(learner, benchmark)],
+                )
+        except Exception as error:  # the outputs go back: no results without their runs
+            raise tracking.failure(error) from None
     return results
 
 

@@ -20,9 +20,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory beside ``path``; on success it replaces ``path``, on
     error it is deleted and ``path`` (an earlier result) is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename
+    tmp = _scratch_dir(path)
     try:
         yield tmp
         if path.exists():
@@ -37,11 +35,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; renamed onto ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    tmp.chmod(0o644)  # mkstemp's 0600 would survive the rename
+    tmp = _scratch_file(path)
     try:
         yield tmp
         tmp.replace(path)
@@ -49,9 +43,30 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _scratch_file(path: Path) -> Path:
+    """An empty file beside ``path`` (hidden, ending ``.tmp``: .dvcignore skips it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    Path(name).chmod(0o644)  # mkstemp's 0600 would survive the rename
+    return Path(name)
+
+
+def _scratch_dir(path: Path) -> Path:
+    """An empty folder beside ``path`` (hidden, ending ``.tmp``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename
+    return tmp
+
+
+def _json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(_json_text(data))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -90,20 +105,11 @@ class Outputs:
 
     def file(self, path: str | Path) -> Path:
         """A scratch path for the file ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        Path(name).chmod(0o644)  # mkstemp's 0600 would survive the rename
-        return self._add(path, Path(name))
+        return self._add(Path(path), _scratch_file(Path(path)))
 
     def folder(self, path: str | Path) -> Path:
         """An empty scratch folder for the folder ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename
-        return self._add(path, tmp)
+        return self._add(Path(path), _scratch_dir(Path(path)))
 
     def _add(self, path: Path, scratch: Path) -> Path:
         if path in self._scratch:
@@ -112,7 +118,7 @@ class Outputs:
         return scratch
 
     def write_json(self, path: str | Path, data: Any) -> None:
-        self.file(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        self.file(path).write_text(_json_text(data))
 
     def commit(self) -> None:
         """Move every output into place (the earlier ones aside, until the block ends)."""

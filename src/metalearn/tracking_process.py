@@ -44,7 +44,7 @@ def _now() -> int:
 
 class SideRun:
     """The stage's end of the pipe: :meth:`start`, :meth:`log` (the metrics callback of
-    :func:`metalearn.training.meta_train_seeds`) and :meth:`finish`, which returns the run id."""
+    :func:`metalearn.parallel.meta_train_seeds`), :meth:`wait_run_id` and :meth:`finish`."""
 
     def __init__(self, requests: TextIO, replies: TextIO, worker: Any) -> None:
         self._requests, self._worker = requests, worker
@@ -73,23 +73,34 @@ class SideRun:
         except (BrokenPipeError, ValueError):  # it has ended: say why
             raise self._failure(self._replies.get()) from None
 
+    def _take(self, block: bool) -> dict[str, Any] | None:
+        """The side's next reply (None if ``block`` is false and there is none): the run id is
+        kept as it arrives, an error is raised."""
+        try:
+            reply = self._replies.get(block=block)
+        except queue.Empty:
+            return None
+        if reply is None or "error" in reply:
+            raise self._failure(reply)
+        if "run_id" in reply:
+            self.run_id = reply["run_id"]
+        return reply
+
     def _check(self) -> None:
         """Raise the side process's error, if it has reported one."""
-        with contextlib.suppress(queue.Empty):
-            reply = self._replies.get_nowait()
-            raise self._failure(reply)
+        while self._take(block=False) is not None:
+            pass
 
-    def start(self, spec: Mapping[str, Any], learner: str, benchmark: str, meta: Any) -> str:
-        """Open the run (its start time is now) with :func:`flat_params` as its params; its id
-        (the outputs name it, and they are written before the run ends)."""
+    def start(self, spec: Mapping[str, Any], learner: str, benchmark: str, meta: Any) -> None:
+        """Open the run (its start time is now) with :func:`flat_params` as its params; the
+        side opens it while the stage goes on (:meth:`wait_run_id`)."""
         params = flat_params(spec, meta)
         self._send(op="start", time=_now(), params=params, learner=learner, benchmark=benchmark)
-        reply = self._replies.get()  # the run id, an error, or None: the side has gone
-        if reply is None or "error" in reply:
-            self._ended = True
-            self._close()
-            raise self._failure(reply)
-        self.run_id = reply["run_id"]
+
+    def wait_run_id(self) -> str:
+        """The run's id, once the side has opened it (the outputs name it)."""
+        while self.run_id is None:
+            self._take(block=True)
         return self.run_id
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
@@ -102,10 +113,11 @@ class SideRun:
         is written; raises if it could not be."""
         self._ended = True
         self._send(op="end", time=_now(), status=status, metrics=dict(metrics))
-        reply = self._replies.get()  # {"ended": ...}, an error, or None: the side has gone
-        self._close()
-        if reply is None or "error" in reply:
-            raise self._failure(reply)
+        try:
+            while "ended" not in self._take(block=True):
+                pass
+        finally:
+            self._close()
 
     def _close(self) -> None:
         with contextlib.suppress(OSError, ValueError):

@@ -22,11 +22,12 @@ Grid = Annotated[list[Annotated[Float, Field(ge=0, allow_inf_nan=False)]], Field
 
 
 def _plain(name: str) -> str:
-    if not _NAME.fullmatch(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ValueError("must be a plain name (letters, digits, '-', '_'), never a path")
     return name
 
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: What a name that becomes part of a file path may be: letters, digits, '-' and '_'.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 #: A name that becomes part of a file path (a dataset, setting, benchmark or learner).
 Name = Annotated[Str, AfterValidator(_plain)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,9 +24,7 @@ from typing import Any, NoReturn
 from metalearn.config import Config, ConfigError, load_config, split_cli
 from metalearn.errors import InterruptedStage, StageError
 from metalearn.lifetime import interruptible
-
-#: A selector's value becomes part of a file name: a plain name, never a path.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+from metalearn.values import NAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,7 @@ def _selected(stage: Stage, argv: Sequence[str]) -> tuple[list[str], list[str]]:
         usage = " ".join(f"{s}=<name>" for s in stage.selectors)
         raise ConfigError(f"usage: {usage} [overrides such as algo.steps=10]")
     for selector in stage.selectors:
-        if not _NAME.fullmatch(selected[selector]):
+        if not NAME_PATTERN.fullmatch(selected[selector]):  # it becomes part of a path
             raise ConfigError(
                 f"{selector}={selected[selector]!r} is not a name (letters, digits, '-', '_')"
             )

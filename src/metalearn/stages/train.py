@@ -33,8 +33,9 @@ def run(cell: TrainCell) -> dict[str, Any]:
         source = load_episodes(paths.episodes(benchmark))
         device = torch_runtime(cell)
         seeds = training_seeds(cell)
-        run_id = run.start(spec, learner, benchmark, source.meta)
+        run.start(spec, learner, benchmark, source.meta)
         runs = meta_train_seeds(cell, source, device, on_metrics=run.log)
+        run_id = run.wait_run_id()  # opened by the side meanwhile
         first = runs[0]
         metrics = _metrics(runs, seeds, run_id, str(device))
         with Outputs() as out:

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,3 +263,39 @@ def test_a_damaged_sqlite_store_fails_evaluate_before_any_work_in_one_line(workd
     log = workdir / "mlflow-error.log"
     assert f"(full error in {log})" in err and "Traceback" in log.read_text()
     assert not (workdir / paths.eval_metrics(B)).exists()
+
+
+@contextlib.contextmanager
+def locked(store: Path, seconds: float) -> Iterator[None]:
+    """``store`` held in an exclusive SQLite transaction (another writer) for ``seconds``."""
+    db = sqlite3.connect(store, isolation_level=None, check_same_thread=False)
+    db.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(seconds, db.rollback)
+    release.start()
+    try:
+        yield
+    finally:
+        release.cancel()
+        db.close()
+
+
+def test_a_busy_sqlite_store_is_waited_for_then_fails_in_one_line(workdir, monkeypatch):
+    """A store another process holds locked: the stage waits up to METALEARN_STORE_SECONDS for
+    it, succeeding when the lock goes in time, else one line naming the wait and the fix."""
+    only = "pipeline.learners=[maml]"
+    assert train(workdir, only)[0] == 0
+    kept = outputs(workdir)
+    store = workdir / "mlflow.db"
+    monkeypatch.setenv("METALEARN_STORE_SECONDS", "2")
+    with locked(store, seconds=60):
+        code, _, err = train(workdir, only)
+        assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert f"another process held the SQLite file {store} locked for 2 s" in err
+        assert "METALEARN_STORE_SECONDS" in err and "mlflow-error.log" in err
+        code, err = evaluate(workdir, only)
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "locked for 2 s" in err
+    assert outputs(workdir) == kept
+    monkeypatch.setenv("METALEARN_STORE_SECONDS", "60")
+    with locked(store, seconds=3):
+        assert train(workdir, only)[0] == 0
+    assert statuses(workdir) == ["FINISHED", "FINISHED"]  # the locked store took no run

@@ -1,10 +1,15 @@
 """The report's tables, checks and protocol notes, on hand-made evaluation results."""
 
+import json
+
 import numpy as np
+import polars as pl
 import pytest
 
-from metalearn import published
-from metalearn.config import load_config
+from metalearn import paths, published
+from metalearn.config import learners_of, load_config
+from metalearn.fingerprint import fingerprint
+from metalearn.recipe import RECIPES
 from metalearn.report import (
     FAMILIES,
     changes_from_default,
@@ -16,6 +21,7 @@ from metalearn.report import (
     protocol_differences,
     protocol_table,
     sanity_checks,
+    write_report,
 )
 
 LEARNERS = ["maml", "fomaml", "reptile", "imaml", "adjoint", "pretrain", "scratch"]
@@ -189,15 +195,6 @@ def test_protocol_table_shows_per_learner_budgets():
 
 def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
     """The whole report from hand-made outputs of all 16 benchmarks x 7 learners."""
-    import json
-
-    import polars as pl
-
-    from metalearn import paths
-    from metalearn.config import learners_of
-    from metalearn.recipe import RECIPES
-    from metalearn.report import write_report
-
     cfg = load_config([*RECIPES["cpu"].overrides, *SEVEN])
     (tmp_path / "results/train").mkdir(parents=True)
     for b in cfg.pipeline.benchmarks:
@@ -207,21 +204,22 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
             mean = 0.5 + 0.05 * i if higher else 0.19 if name == "bias" else 0.3 - 0.02 * i
             r = result(mean, higher) | {"mlflow_run_id": "none", "seconds": 1.0}
             evaluation[name] = r
-            train = {"device": "cpu", "seconds": 2.0}
-            (tmp_path / paths.train_metrics(name, b)).write_text(json.dumps(train))
             curve = tmp_path / paths.train_curve(name, b)
             curve.parent.mkdir(parents=True, exist_ok=True)
             rows = [0] if name == "scratch" else [1, 2]
             metric = f"meta_val_{r['metric']}"
             pl.DataFrame({"iteration": rows, metric: [mean] * len(rows)}).write_csv(curve)
+            train = {"device": "cpu", "seconds": 2.0, "curve": fingerprint(curve)}
+            (tmp_path / paths.train_metrics(name, b)).write_text(json.dumps(train))
+        if b != "alpine-shot100":  # alpine: no per-task scores, the report says so
+            (tmp_path / paths.eval_per_task_dir(b)).mkdir(parents=True)
+            for name, scores in scores_for({b: evaluation})[b].items():
+                metric = evaluation[name]["metric"]
+                frame = pl.DataFrame({"task": range(scores.size), metric: scores}).reverse()
+                frame.write_parquet(tmp_path / paths.eval_per_task(name, b))  # in any order
+                evaluation[name]["per_task"] = fingerprint(tmp_path / paths.eval_per_task(name, b))
         (tmp_path / paths.eval_metrics(b)).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / paths.eval_metrics(b)).write_text(json.dumps(evaluation))
-        if b == "alpine-shot100":
-            continue  # no per-task scores: the report says so
-        (tmp_path / paths.eval_per_task_dir(b)).mkdir()
-        for name, scores in scores_for({b: evaluation})[b].items():
-            frame = pl.DataFrame({"task": range(scores.size), evaluation[name]["metric"]: scores})
-            frame.reverse().write_parquet(tmp_path / paths.eval_per_task(name, b))  # any order
     summary = write_report(cfg, root=tmp_path, log_plots=False)
     metrics = json.loads((tmp_path / paths.METRICS_JSON).read_text())  # what dvc exp show shows
     assert set(metrics) == set(cfg.pipeline.benchmarks)

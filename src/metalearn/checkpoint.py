@@ -4,6 +4,7 @@ training, and the spec of the cell that trained it. Tensors and plain values onl
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,35 @@ def train_stage(cell: TrainCell) -> str:
 
 
 def save_checkpoint(path: Path, params: dict[str, torch.Tensor], **fields: Any) -> None:
-    """Write ``params`` (the first seed's best meta-val point) and ``fields`` to ``path``."""
-    torch.save({"params": params, **fields}, path)
+    """Write ``params`` (the first seed's best meta-val point), ``fields`` and the digest of
+    them all (``digest``: evaluate refuses a file whose values no longer match it) to ``path``."""
+    content = {"params": params, **fields}
+    torch.save({**content, "digest": content_digest(content)}, path)
+
+
+def content_digest(value: Any) -> str:
+    """A SHA-256 of ``value`` (nested dicts, lists, tensors and plain values): the same for the
+    same values, whichever file or device holds them."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            digest.update(f"{key!r}:".encode())
+            _feed(digest, value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(f"[{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        digest.update(repr(value).encode())
 
 
 def load_checkpoint(cell: TrainCell) -> dict[str, Any]:
@@ -63,5 +91,12 @@ def load_checkpoint(cell: TrainCell) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} holds {what}, not the one {stage} trains now "
             f"({paths.train_spec(learner, benchmark)}); re-run it: dvc repro {stage}"
+        )
+    content = {k: v for k, v in checkpoint.items() if k != "digest"}
+    if checkpoint.get("digest") != content_digest(content):
+        what = "its values no longer match their digest" if "digest" in checkpoint else "no digest"
+        raise CheckpointError(
+            f"{path} has been changed since {stage} wrote it ({what}); restore it: "
+            f"dvc checkout {path}, or re-create it: dvc repro --force {stage}"
         )
     return checkpoint

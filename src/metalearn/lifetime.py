@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -70,6 +71,24 @@ def _watch(parents: list[int], stop: threading.Event) -> None:
             return
 
 
+_interruption: InterruptedStage | None = None
+
+
+def interruption() -> InterruptedStage | None:
+    """The signal that stopped this process, if one did: whatever exception reaches the stage's
+    top level after it (a library may wrap :class:`InterruptedStage` in its own error, as
+    torch.compile does mid-compilation) is reported as this."""
+    return _interruption
+
+
+def stop_if_interrupted() -> None:
+    """Raise the stage's interruption again, if a signal came: an exception raised by a signal
+    handler is lost when the handler runs inside a finalizer or a library that swallows it,
+    so long loops call this once per iteration."""
+    if _interruption is not None:
+        raise _interruption
+
+
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """Within the block, SIGTERM and SIGINT raise :class:`InterruptedStage` (once: a second
@@ -78,10 +97,16 @@ def interruptible() -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def stop(signum: int, frame: object) -> None:
+        global _interruption
         for s in previous:
             signal.signal(s, signal.SIG_DFL)
         name = signal.Signals(signum).name
-        raise InterruptedStage(f"stopped by {name}: no output written, its run KILLED", signum)
+        message = f"stopped by {name}: no output written, its run KILLED"
+        _interruption = InterruptedStage(message, signum)
+        # the stage's one line says it all: libraries interrupted mid-way (torch.compile's
+        # code generation) would log their own failure, hundreds of lines of it
+        logging.disable(logging.CRITICAL)
+        raise _interruption
 
     for s in previous:
         signal.signal(s, stop)

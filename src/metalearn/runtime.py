@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
+
+# torch.compile on a machine without CUDA logs "No CUDA runtime is found, using CUDA_HOME=..."
+# once per stage: true, and nothing to act on, on a CPU
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def resolve_device(setting: Any) -> torch.device:

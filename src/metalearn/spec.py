@@ -70,9 +70,15 @@ def train_cell(cfg: Config, learner: str, benchmark: str) -> TrainCell:
         workers=b.train.workers,
         compile=compiled,
         processes=b.train.processes,
-        stage="train-cf" if learner in cfg.pipeline.cf_learners else "train",
+        stage=train_stage(cfg, learner),
         keys=setting_keys(cfg, learner, benchmark),
     )
+
+
+def train_stage(cfg: Config, learner: str) -> str:
+    """The DVC stage that trains ``learner``: ``train``, or ``train-cf`` for the learners that
+    train on collaborative filtering only (``pipeline.cf_learners``)."""
+    return "train-cf" if learner in cfg.pipeline.cf_learners else "train"
 
 
 def train_spec(cfg: Config, learner: str, benchmark: str) -> Spec:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sqlite3
 import subprocess
 import time
 import traceback
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
+import sqlalchemy
 from mlflow.entities import Metric, Param
+from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
 from mlflow.tracking import MlflowClient
 
 from metalearn.config import flatten
@@ -37,6 +40,20 @@ KIND = {"mlflow.experimentKind": "custom_model_development"}
 # several retries with backoff (minutes of silence, then a traceback).
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def store_patience() -> float:
+    """Seconds a stage waits for a SQLite store another process holds locked (a parallel stage,
+    ``mlflow ui`` writing, a backup): ``METALEARN_STORE_SECONDS``, 30 by default."""
+    return float(os.environ.get("METALEARN_STORE_SECONDS", "30"))
+
+
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+def _wait_while_locked(connection: Any, _record: Any) -> None:
+    # SQLite's own busy handler retries a locked database until the timeout (Python's
+    # default is 5 s, and MLflow sets none): a busy store is waited for, then one line
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute(f"PRAGMA busy_timeout = {int(store_patience() * 1000)}")
 
 
 def dvc_experiment() -> str:
@@ -61,10 +78,21 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def _fix(uri: str) -> str:
-    """What to do about a store that cannot be used, for its kind: a SQLite file or a server."""
+def _busy(error: BaseException) -> bool:
+    return "database is locked" in str(error)
+
+
+def _fix(uri: str, error: BaseException | None = None) -> str:
+    """What to do about a store that cannot be used, for its kind: a SQLite file (busy, or
+    damaged) or a server."""
     if uri.startswith("sqlite:///"):
         path = uri.removeprefix("sqlite:///")
+        if error is not None and _busy(error):
+            return (
+                f"another process held the SQLite file {path} locked for "
+                f"{store_patience():g} s (fuser {path} names it): let it finish and re-run, "
+                "or wait longer with METALEARN_STORE_SECONDS"
+            )
         return (
             f"the SQLite file {path} is damaged, locked or not writable: move it aside "
             f"(mv {path} {path}.broken) for a fresh store, restore it from a backup, or point "
@@ -93,7 +121,7 @@ def failure(error: BaseException) -> TrackingError:
     uri = tracking_uri()
     return TrackingError(
         f"MLflow store {uri} cannot be used ({type(error).__name__}: {_first_line(error)}): "
-        f"{_fix(uri)} (full error in {log})"
+        f"{_fix(uri, error)} (full error in {log})"
     )
 
 
@@ -223,8 +251,9 @@ def open_train_run(
     benchmark: str,
     start_time: int,
 ) -> str:
-    """Start one train stage's run (``params``, tags, system metrics) at ``start_time`` (ms),
-    closing this cell's runs left RUNNING; its id."""
+    """Start one train stage's run (``params``, tags; system metrics when
+    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true`` asks for them) at ``start_time`` (ms), closing
+    this cell's runs left RUNNING; its id."""
     client = MlflowClient()
     _close_killed_runs(client, experiment, learner, benchmark)
     run = client.create_run(
@@ -234,14 +263,16 @@ def open_train_run(
         run_name=f"{learner}-{benchmark}@{dvc_experiment()}",
     )
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    # resumed through the fluent API for its system-metrics monitor (create_run has none)
-    mlflow.start_run(run_id=run.info.run_id, log_system_metrics=True)
+    if MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get():
+        # resumed through the fluent API for its system-metrics monitor (create_run has none)
+        mlflow.start_run(run_id=run.info.run_id, log_system_metrics=True)
     return run.info.run_id
 
 
 def end_train_run(run_id: str, status: str, end_time: int) -> None:
     """End the run opened by :func:`open_train_run` as ``status`` at ``end_time`` (ms)."""
-    mlflow.end_run(status)  # stops the system-metrics monitor
+    if mlflow.active_run() is not None:
+        mlflow.end_run(status)  # stops the system-metrics monitor
     MlflowClient().set_terminated(run_id, status=status, end_time=end_time)
 
 

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from metalearn.config import flatten
 from metalearn.errors import InterruptedStage, TrackingError
+from metalearn.lifetime import interruption
 
 SRC = Path(__file__).resolve().parents[1]
 #: The side process's module (stage code lists it among what the train stage runs).
@@ -162,6 +163,7 @@ def side_run() -> Iterator[SideRun]:
     except BaseException as error:
         if not run._ended:
             stopped = isinstance(error, InterruptedStage | KeyboardInterrupt)
+            stopped = stopped or interruption() is not None  # wrapped by a library
             with contextlib.suppress(Exception):
                 run.finish(status="KILLED" if stopped else "FAILED")
         raise

@@ -20,6 +20,7 @@ from metalearn.data.episodes import TaskSource
 from metalearn.errors import StageError
 from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.functional import Params
+from metalearn.lifetime import stop_if_interrupted
 from metalearn.models import (
     MLP,
     Conv4,
@@ -232,6 +233,7 @@ def meta_train(
     bar = tqdm(steps, desc=f"train {learner_name} on {benchmark}", disable=not sys.stderr.isatty())
     first_loss = None
     for iteration in bar:
+        stop_if_interrupted()
         support, query = to_device(source.sample_train(cell.meta_batch, tasks_rng), device)
         if shard is not None:  # every rank drew the same batch: this rank's tasks of it
             support, query = shard.take((support, query), cell.meta_batch)

@@ -23,6 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
+from metalearn import fingerprint
 from metalearn.config import (
     ClassSplit,
     FewShotSetting,
@@ -149,7 +150,7 @@ def build(section, dataset: str, setting: str, raw: Path, out: Path) -> it.Image
     out.mkdir(parents=True)
     meta = {"benchmark": f"{dataset}-{setting}", "dataset": dataset, "setting": setting}
     meta |= it.episodify(section, dataset, setting, raw, out)
-    meta["files"] = episodes.fingerprints(out)
+    meta["files"] = fingerprint.fingerprints(out, skip=(episodes.META,))
     write_json(out / episodes.META, meta)
     source = episodes.load_episodes(out)
     assert isinstance(source, it.ImageSource)

@@ -23,8 +23,10 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import polars as pl
 import psutil
 import pytest
+import torch
 
 from metalearn.smoke import SMOKE, clean_env, commit, copy_checkout, run_captured, set_params
 
@@ -275,6 +277,62 @@ def test_a_failed_rerun_under_dvc_repro_keeps_the_previous_outputs(repo):
     assert stale(repo) == set()
 
 
+CF, COS = CF_BENCHMARK, "cosmixture-shot50"
+
+
+def _changed_model(path: Path) -> None:
+    """One weight changed, everything else (the spec, the digest) as the train stage wrote it."""
+    checkpoint = torch.load(path, weights_only=True)
+    next(iter(checkpoint["seed_params"][0].values())).view(-1)[0] += 1.0
+    torch.save(checkpoint, path)
+
+
+def _fewer_rows(path: Path) -> None:
+    pl.read_parquet(path).head(2).write_parquet(path)
+
+
+def _edited_curve(path: Path) -> None:
+    path.write_text(path.read_text().replace(",", ";", 1))
+
+
+def _appended(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"\0")
+
+
+@pytest.mark.parametrize(
+    ("changed", "change", "script", "writer", "what"),
+    [
+        ("data/raw/movielens100k/ml-100k.zip", _appended, ["episodify.py", f"benchmark={CF}"],
+         "download@movielens100k", "other bytes"),
+        ("models/cosmixture-shot50/maml.pt", _changed_model, ["evaluate.py", f"benchmark={COS}"],
+         "train@maml-cosmixture-shot50", "its values no longer match their digest"),
+        ("results/eval/cosmixture-shot50/maml.parquet", _fewer_rows, ["report.py"],
+         "evaluate@cosmixture-shot50", "2 rows, not 5"),
+        ("results/curves/imaml-movielens100k-shot10.csv", _edited_curve, ["report.py"],
+         "train@imaml-movielens100k-shot10", "other bytes"),
+    ],
+)  # fmt: skip
+def test_an_input_changed_since_its_stage_wrote_it_is_refused_in_one_line(
+    repo, changed, change, script, writer, what
+):
+    """Each stage checks what another stage wrote before it reads it: a changed file is one line
+    naming it, what changed, and how to restore or re-create it; nothing is written."""
+    outputs = [repo / "data/episodes", repo / "results"]
+    before = snapshot(*outputs)
+    change(repo / changed)
+    try:
+        log = run(repo, sys.executable, f"pipeline/{script[0]}", *script[1:], fails=True)
+        assert "Traceback" not in log and len(log.strip().splitlines()) == 1, log
+        assert f"error: {changed} has been changed since {writer} wrote it ({what})" in log
+        assert f"dvc checkout {changed}" in log or f"dvc checkout {Path(changed).parent}" in log
+        assert f"dvc repro -f {writer}" in log or f"dvc repro --force {writer}" in log
+        after = snapshot(*outputs)
+        after.pop(repo / changed, None), before.pop(repo / changed, None)
+        assert after == before  # nothing written
+    finally:
+        restore(repo)
+
+
 def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
     maml = repo / "src/metalearn/algorithms/maml.py"
     original = maml.read_text()
@@ -465,24 +523,38 @@ def test_two_queued_experiments_run_at_once_into_one_store(repo):
     restore(repo)
 
 
-def test_sigterm_to_dvc_repro_stops_its_stage_leaving_no_process_and_the_outputs(repo):
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["sigterm-to-dvc", "ctrl-c"],
+)
+def test_a_signal_to_dvc_repro_stops_its_stage_leaving_no_process_and_the_outputs(
+    repo, tmp_path, signum, to_group
+):
     """`docker stop` or a scheduler sends SIGTERM to dvc, which exits at once: the stage it
-    ran must stop too (its parent gone), write nothing and end its run KILLED."""
+    ran must stop too (its parent gone). Ctrl-C sends SIGINT to dvc and the stage alike: the
+    stage says so in one line, no traceback. Either way it writes nothing and ends its run
+    KILLED, even mid-compilation (train.compile: the stage's first seconds)."""
     cell = [
         repo / "models/cosmixture-shot50/maml.pt",
         repo / "results/curves/maml-cosmixture-shot50.csv",
         repo / "results/train/maml-cosmixture-shot50.json",
     ]
     before = {p: p.read_bytes() for p in cell}
-    set_params(repo, {"algo.maml.iterations": 1_000_000})
+    set_params(repo, {"algo.maml.iterations": 1_000_000, "train.compile": True})
     env = clean_env(METALEARN_DATA_MIRROR=str(repo.parent / "mirror"))
-    dvc = subprocess.Popen(
-        ["dvc", "repro", "train@maml-cosmixture-shot50"], cwd=repo, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    log = tmp_path / "dvc.log"
+    with open(log, "w") as out:
+        dvc = subprocess.Popen(
+            ["dvc", "repro", "train@maml-cosmixture-shot50"], cwd=repo, env=env,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     try:
         run_id = _wait_for_running_run(repo, "maml", timeout=180)
-        dvc.send_signal(signal.SIGTERM)  # dvc alone
+        if to_group:
+            os.killpg(dvc.pid, signum)  # a terminal's Ctrl-C: the foreground group
+        else:
+            dvc.send_signal(signum)  # dvc alone
         dvc.wait(timeout=30)
         deadline = time.monotonic() + 15
         while _session(dvc.pid) and time.monotonic() < deadline:
@@ -494,6 +566,12 @@ def test_sigterm_to_dvc_repro_stops_its_stage_leaving_no_process_and_the_outputs
                 "select status from runs where run_uuid = ?", (run_id,)
             ).fetchone()
         assert status == "KILLED"
+        if to_group:
+            text = log.read_text()
+            assert "error: stopped by SIGINT: no output written, its run KILLED" in text, text
+            assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+            stage_lines = text.split("> python pipeline/train.py")[1].strip().splitlines()
+            assert len(stage_lines) == 3, text  # the command's end, its line, dvc's line
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(dvc.pid, signal.SIGKILL)

@@ -42,8 +42,10 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from metalearn.data.sources import RemoteFile, files_for
+from metalearn import fingerprint
+from metalearn.data.sources import SOURCES, RemoteFile, files_for
 from metalearn.errors import StageError
+from metalearn.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -529,6 +531,22 @@ def download_dataset(
         (staging / MANIFEST_NAME).write_text(text)
         _swap_into_place(staging, dest_dir)
     return manifest
+
+
+def verify_downloads(dataset: str, raw_dir: str | Path) -> None:
+    """Every file of ``raw_dir``'s manifest is there as download@<dataset> fetched it; else one
+    line naming the file and the fix. A synthetic family has nothing downloaded to check."""
+    if dataset not in SOURCES:
+        return
+    raw_dir = Path(raw_dir)
+    manifest = read_json(raw_dir / MANIFEST_NAME)
+    fix = f"restore it: dvc checkout {raw_dir}, or fetch it again: dvc repro -f download@{dataset}"
+    records = {
+        raw_dir / name: {"sha256": entry["sha256"]}
+        for name, entry in manifest.items()
+        if isinstance(entry, dict)
+    }
+    fingerprint.verify(records, f"download@{dataset}", fix)
 
 
 # ----------------------------------------------------------------------------- zip extraction

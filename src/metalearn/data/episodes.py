@@ -18,12 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import pyarrow.parquet as pq
 import torch
 
+from metalearn import fingerprint
 from metalearn.config import Config, dataset_config, parse_benchmark
 from metalearn.errors import DataError
-from metalearn.io import atomic_dir, read_json, sha256_file, write_json
+from metalearn.io import atomic_dir, read_json, write_json
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x, y) with a leading task dimension
 META = "meta.json"
@@ -89,20 +89,9 @@ def episodify(
     with atomic_dir(out_dir) as tmp:
         meta = {"benchmark": benchmark, "dataset": dataset, "setting": setting}
         meta |= write(dataset_config(cfg, dataset), dataset, setting, Path(raw_dir or "."), tmp)
-        meta["files"] = fingerprints(tmp)
+        meta["files"] = fingerprint.fingerprints(tmp, skip=(META,))
         write_json(tmp / META, meta)
     return meta
-
-
-def fingerprints(folder: Path) -> dict[str, dict[str, Any]]:
-    """Each file's SHA-256, and a Parquet table's row count (for a message a user can read),
-    by name: the ``files`` of ``meta.json``."""
-    found: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != META):
-        found[path.name] = {"sha256": sha256_file(path)}
-        if path.suffix == ".parquet":
-            found[path.name]["rows"] = pq.ParquetFile(path).metadata.num_rows
-    return found
 
 
 def verify(path: str | Path, meta: dict[str, Any]) -> None:
@@ -115,25 +104,8 @@ def verify(path: str | Path, meta: dict[str, Any]) -> None:
     )
     if "files" not in meta:
         raise DataError(f"{path} was written by an older version (no file digests); {fix}")
-    for name, expected in meta["files"].items():
-        file = path / name
-        if not file.is_file():
-            raise DataError(f"{file} is missing; {fix}")
-        if sha256_file(file) == expected["sha256"]:
-            continue
-        what = "its content differs from what episodify wrote"
-        if "rows" in expected:
-            rows = _rows(file)
-            if rows != expected["rows"]:
-                what = f"{rows} rows, episodify wrote {expected['rows']}"
-        raise DataError(f"{file} has been changed since episodify@{benchmark} ({what}); {fix}")
-
-
-def _rows(path: Path) -> int | str:
-    try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except Exception:  # noqa: BLE001 - a file too damaged to read is reported as such
-        return "unreadable"
+    records = {path / name: record for name, record in meta["files"].items()}
+    fingerprint.verify(records, f"episodify@{benchmark}", fix)
 
 
 def load_episodes(path: str | Path, check: bool = True) -> TaskSource:

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from metalearn import paths
+from metalearn import fingerprint, paths
 from metalearn.config import Config, learners_of
+from metalearn.errors import DataError
 from metalearn.io import read_json
+from metalearn.spec import train_stage
 
 Results = dict[str, dict[str, dict[str, Any]]]  # benchmark -> learner -> eval metrics
 Scores = dict[str, dict[str, np.ndarray]]  # benchmark -> learner -> per-task scores
@@ -39,6 +41,27 @@ def collect(cfg: Config, root: Path = Path()) -> Results:
             )
         results[benchmark] = {lr: found[lr] for lr in learners}
     return results
+
+
+def verify_inputs(cfg: Config, results: Results, root: Path = Path()) -> None:
+    """Every per-task file and training curve the report reads is as its stage wrote it
+    (evaluate and train record their digests); else one line naming the file and the fix.
+    A benchmark evaluated without per-task files has none to check (the report says so)."""
+    for benchmark, by_learner in results.items():
+        for learner, record in by_learner.items():
+            per_task = root / paths.eval_per_task(learner, benchmark)
+            if "per_task" in record or per_task.exists():
+                stage = f"evaluate@{benchmark}"
+                fix = _fix(root / paths.eval_per_task_dir(benchmark), stage)
+                fingerprint.verify({per_task: record.get("per_task")}, stage, fix)
+            stage = f"{train_stage(cfg, learner)}@{learner}-{benchmark}"
+            curve = root / paths.train_curve(learner, benchmark)
+            train = read_json(root / paths.train_metrics(learner, benchmark))
+            fingerprint.verify({curve: train.get("curve")}, stage, _fix(curve, stage))
+
+
+def _fix(path: Path, stage: str) -> str:
+    return f"restore it: dvc checkout {path}, or re-create it: dvc repro -f {stage}"
 
 
 def headline_metrics(results: Results) -> dict[str, dict[str, float]]:
@@ -77,6 +100,14 @@ def read_scores(results: Results, root: Path = Path()) -> Scores:
             lr: frame[by_learner[lr]["metric"]].to_numpy().astype(np.float64)
             for lr, frame in frames.items()
         }
+        for lr, values in scores[benchmark].items():
+            recorded = by_learner[lr]["mean"]
+            if not np.isclose(values.mean(), recorded, rtol=1e-5, atol=1e-8):
+                raise DataError(
+                    f"{root / paths.eval_metrics(benchmark)} gives {lr} a mean of {recorded:.6g} "
+                    f"but its per-task scores ({files[lr]}) average {values.mean():.6g}: one was "
+                    f"edited; re-create both: dvc repro -f evaluate@{benchmark}"
+                )
     return scores
 
 

@@ -1,6 +1,6 @@
 """The report stage's files: ``results/summary.md`` assembled from the tables and notes
-(:func:`markdown`), ``summary.json``, the DVC metrics file and the plots, each written
-atomically (:func:`write_report`).
+(:func:`markdown`), ``summary.json``, the DVC metrics file and the plots, committed
+together (:func:`write_report`) once every input has been checked against its digest.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from metalearn import paths
 from metalearn.config import Config
-from metalearn.io import atomic_dir, atomic_file, write_json
+from metalearn.io import Outputs
 from metalearn.report.claims import (
     Claims,
     Comparisons,
@@ -31,6 +31,7 @@ from metalearn.report.results import (
     headline_metrics,
     read_scores,
     summary_metrics,
+    verify_inputs,
 )
 from metalearn.report.tables import (
     _tasks,
@@ -112,6 +113,7 @@ def markdown(
 def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> dict[str, Any]:
     """Write ``results/summary.{json,md}`` and ``results/plots/*.png``; return the summary."""
     results = collect(cfg, root)
+    verify_inputs(cfg, results, root)
     checks = sanity_checks(results)
     prov = provenance(cfg, results, root)
     best = best_against_published(results, cfg)
@@ -122,15 +124,16 @@ def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> di
     for b, comparison in comparisons.items():
         summary[b]["paired"] = paired_json(comparison)
     summary["claims"] = {b: claims_json(found) for b, found in claims.items()}
-    with atomic_dir(root / paths.PLOTS) as plots:
+    with Outputs() as out:
+        plots = out.folder(root / paths.PLOTS)
         for benchmark, by_learner in results.items():
             bar_chart(benchmark, by_learner, plots / f"{benchmark}-test.png")
             curves_chart(cfg, benchmark, plots / f"{benchmark}-curves.png", root)
-    with atomic_file(root / paths.SUMMARY_MD) as tmp:
         text = markdown(cfg, results, checks, prov, default_config(root), best, comparisons, claims)
-        tmp.write_text(text)
-    write_json(root / paths.SUMMARY_JSON, summary)
-    write_json(root / paths.METRICS_JSON, headline_metrics(results))
+        out.file(root / paths.SUMMARY_MD).write_text(text)
+        out.write_json(root / paths.SUMMARY_JSON, summary)
+        out.write_json(root / paths.METRICS_JSON, headline_metrics(results))
+        out.commit()
     if log_plots:
         _log_plots(results, root / paths.PLOTS)
     return summary

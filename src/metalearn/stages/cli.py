@@ -7,8 +7,8 @@ tracks that file. Run by hand, or with overrides, the stage resolves its cell fr
 ``params.yaml`` in memory, through the same function stage resolve uses.
 
 Errors a user can fix (:class:`~metalearn.errors.StageError`) and a full disk print one line
-and exit 1; SIGTERM and SIGINT stop the stage cleanly (exit 128 + the signal's number); any
-other exception is a bug and keeps its traceback.
+and exit 1; SIGTERM and SIGINT stop the stage cleanly (exit 128 + the signal's number, whatever
+error a library turned the signal into); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from metalearn.config import Config, ConfigError, load_config, split_cli
 from metalearn.errors import InterruptedStage, StageError
-from metalearn.lifetime import interruptible
+from metalearn.lifetime import interruptible, interruption
 from metalearn.values import NAME_PATTERN
 
 
@@ -106,15 +106,22 @@ def main(stage: Stage, argv: Sequence[str], doc: str = "") -> int:
     try:
         with interruptible():
             result = _run(stage, argv)
-    except InterruptedStage as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 128 + error.signum
-    except StageError as error:
+    except BaseException as error:
+        stopped = interruption() or (error if isinstance(error, InterruptedStage) else None)
+        if stopped is None:
+            return _failed(error)
+        print(f"error: {stopped}", file=sys.stderr)
+        return 128 + stopped.signum
+    print((stage.line or brief)(result))
+    return 0
+
+
+def _failed(error: BaseException) -> int:
+    """Exit 1 after one line for an error a user can fix; re-raise any other (a bug)."""
+    if isinstance(error, StageError):
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {error.filename}" if error.filename else ""
         print(
             f"error: no space left on the device{where}; free some space (df -h .) and re-run: "
@@ -122,8 +129,7 @@ def main(stage: Stage, argv: Sequence[str], doc: str = "") -> int:
             file=sys.stderr,
         )
         return 1
-    print((stage.line or brief)(result))
-    return 0
+    raise error
 
 
 def brief(result: Any, keys: int = 6) -> str:

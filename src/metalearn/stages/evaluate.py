@@ -19,6 +19,7 @@ from metalearn.cell import EvaluateCell
 from metalearn.checkpoint import load_checkpoint
 from metalearn.data.episodes import load_episodes
 from metalearn.evaluation import METRICS, per_task_scores
+from metalearn.fingerprint import fingerprint
 from metalearn.io import Outputs
 from metalearn.metrics import mean_ci
 from metalearn.runtime import torch_runtime
@@ -85,9 +86,9 @@ def run(cell: EvaluateCell) -> dict[str, Any]:
         for learner, (scores, by_seed) in per_task.items():
             seeds = checkpoints[learner]["seeds"]
             columns = {f"{metric.name}_seed{s}": row for s, row in zip(seeds, by_seed, strict=True)}
-            pl.DataFrame({"task": range(n), metric.name: scores, **columns}).write_parquet(
-                folder / paths.eval_per_task(learner, benchmark).name
-            )
+            file = folder / paths.eval_per_task(learner, benchmark).name
+            pl.DataFrame({"task": range(n), metric.name: scores, **columns}).write_parquet(file)
+            results[learner]["per_task"] = fingerprint(file)  # the report checks it
         out.write_json(paths.eval_metrics(benchmark), results)
         out.commit()
         try:

@@ -35,12 +35,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
-# The experiments in 120 columns: the changed params and one benchmark's meta-test means of a
-# few learners (dvc exp show --csv or --json has every column).
+# The experiments in 120 columns: the changed params.yaml keys (not the resolved cells' spec.*
+# under configs/) and one benchmark's meta-test means of a few learners (dvc exp show --csv or
+# --json has every column).
 #   make exp-show [BENCHMARK=jester-shot10] [LEARNERS='maml|imaml|bias']
 BENCHMARK ?= movielens100k-shot10
 LEARNERS ?= maml|imaml|adjoint
-EXP_SHOW = dvc exp show --only-changed --drop 'Created|^[a-z]+/|^[a-z0-9]+-[a-z0-9]+\.' \
+EXP_SHOW = dvc exp show --only-changed --drop 'Created|^[a-z]+/|^[a-z0-9]+-[a-z0-9]+\.|^spec\.' \
 	--keep '^$(BENCHMARK)\.($(LEARNERS))$$'
 exp-show:
 	$(VENV)/bin/$(EXP_SHOW)

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The MLflow UI as a user sees it: serve a store, open its experiment in headless Chromium
-# (Debian: apt-get install chromium) and save a screenshot of the runs table.
+# The MLflow UI as a newcomer meets it: serve a store, open the home page in headless Chromium,
+# follow the link of the experiment from there (where a click on its name leads, not a typed
+# runs URL) and save screenshots of both pages. Debian: apt-get install chromium.
 #
-#   benchmarks/mlflow_ui_check.sh [STORE.db] [EXPERIMENT] [OUT.png]
-#   benchmarks/mlflow_ui_check.sh .smoke/mlflow.db metalearn/workspace results/mlflow_ui.png
+#   benchmarks/mlflow_ui_check.sh [STORE.db] [EXPERIMENT] [OUT_DIR]
+#   benchmarks/mlflow_ui_check.sh .smoke/mlflow.db metalearn/workspace results/mlflow
 #
-# Fails if the server does not come up, the experiment is missing or the page has no run names.
+# Fails if the server does not come up, the home page has no link to the experiment, or the page
+# the link opens does not show the training runs (their names end in @<experiment>) with their
+# meta-test metric (test_nrmse or test_accuracy).
 set -euo pipefail
 store=$(realpath "${1:-mlflow.db}")
 experiment=${2:-metalearn/workspace}
-out=${3:-results/mlflow_ui.png}
+out=${3:-results/mlflow}
 port=${PORT:-5077}
 mlflow=${VENV:-.venv}/bin/mlflow
 browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome) || {
@@ -21,15 +24,41 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 base="http://127.0.0.1:$port"
 for _ in $(seq 120); do curl -sf "$base/health" >/dev/null && break; sleep 0.5; done
-name=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$experiment")
-id=$(curl -sf "$base/api/2.0/mlflow/experiments/get-by-name?experiment_name=$name" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["experiment"]["experiment_id"])')
-url="$base/#/experiments/$id/runs"
 flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,1000
        --virtual-time-budget=30000)
-mkdir -p "$(dirname "$out")"
-"$browser" "${flags[@]}" --screenshot="$out" "$url" 2>/dev/null
-# the rendered page (after its scripts ran) must list the runs: their names end in @<experiment>
-"$browser" "${flags[@]}" --dump-dom "$url" 2>/dev/null | grep -q "@${experiment#*/}" || {
-    echo "the runs table of $experiment at $url shows no run" >&2; exit 1; }
-echo "$url: runs table rendered; screenshot $out"
+mkdir -p "$out"
+
+# 1. the home page, as `make mlflow-ui` opens it; the experiment's link on it
+"$browser" "${flags[@]}" --screenshot="$out/1-home.png" "$base/" 2>/dev/null
+home=$(mktemp)
+"$browser" "${flags[@]}" --dump-dom "$base/" 2>/dev/null >"$home"
+link=$(python3 - "$experiment" "$home" <<'EOF'
+import html.parser, sys
+name, page = sys.argv[1], open(sys.argv[2]).read()
+class Links(html.parser.HTMLParser):  # the href of the first <a> whose text is the name
+    href = found = None
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self.href = dict(attrs).get("href")
+    def handle_data(self, data):
+        if self.href and data.strip() == name and self.found is None:
+            self.found = self.href
+    def handle_endtag(self, tag):
+        if tag == "a":
+            self.href = None
+parser = Links()
+parser.feed(page)
+print(parser.found or "")
+EOF
+)
+[ -n "$link" ] || { echo "the home page at $base/ has no link to $experiment" >&2; exit 1; }
+case $link in http*) url=$link ;; /*) url=$base$link ;; *) url=$base/$link ;; esac
+
+# 2. where the click leads: it must be the runs table, with the meta-test metric
+"$browser" "${flags[@]}" --screenshot="$out/2-experiment.png" "$url" 2>/dev/null
+page=$("$browser" "${flags[@]}" --dump-dom "$url" 2>/dev/null)
+grep -q "@${experiment#*/}" <<<"$page" || {
+    echo "the experiment's link ($url) shows no training run of $experiment" >&2; exit 1; }
+grep -Eq "test_(nrmse|accuracy)" <<<"$page" || {
+    echo "the runs at $url show no meta-test metric column" >&2; exit 1; }
+echo "home page -> $link: runs table with the meta-test metric; screenshots in $out/"

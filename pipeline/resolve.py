@@ -3,7 +3,7 @@
 python pipeline/resolve.py
 
 Every train, evaluate and tune stage depends on its own spec (configs/<stage>/<cell>.json), so
-DVC re-runs only the cells whose values change (README: Parameters).
+DVC re-runs only the cells whose values change (docs/parameters.md).
 """
 
 import sys

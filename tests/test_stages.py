@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import mlflow.pyfunc
 import polars as pl
 import pytest
 import torch
@@ -17,11 +18,13 @@ from metalearn import paths
 from metalearn.checkpoint import CheckpointError
 from metalearn.config import load_config
 from metalearn.data.episodes import load_episodes
+from metalearn.metrics import rmse
 from metalearn.models import init_params
 from metalearn.spec import evaluate_cell, train_cell
 from metalearn.stages import evaluate as evaluate_stage
+from metalearn.stages import report as report_stage
 from metalearn.stages import train as train_stage
-from metalearn.stages.cli import main
+from metalearn.stages.cli import brief, main
 from metalearn.training import NonFiniteError, Task, meta_train
 from tests.tiny import TINY
 
@@ -59,6 +62,25 @@ def test_train_then_evaluate_writes_outputs_and_one_run(workdir):
     assert result["best_iteration"] == metrics["best_iteration"]
     per_task = pl.read_parquet(paths.eval_per_task("fomaml", "cosmixture-shot50"))
     assert per_task["nrmse"].mean() == pytest.approx(result["mean"])
+    assert run.data.tags["mlflow.source.name"] == "pipeline/train.py"
+    (dataset,) = (i.dataset for i in run.inputs.dataset_inputs)
+    assert dataset.name == "cosmixture-shot50" and len(dataset.digest) == 16
+
+
+def test_the_logged_model_predicts_as_meta_test_scored(workdir):
+    """``runs:/<id>/model`` adapts and predicts each task as evaluate did: the first training
+    seed's scores (the model holds its parameters) come back from its predictions."""
+    cfg = load_config([*TINY, "pipeline.learners=[maml]"])
+    run_id = train_stage.run(train_cell(cfg, "maml", "cosmixture-shot50"))["mlflow_run_id"]
+    evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    (sx, sy), (qx, qy) = load_episodes(paths.episodes("cosmixture-shot50")).fixed_tasks("test")
+    tasks = {"support_x": sx[:3].numpy(), "support_y": sy[:3].numpy(), "query_x": qx[:3].numpy()}
+    predicted = torch.from_numpy(model.predict(tasks))
+    per_task = pl.read_parquet(paths.eval_per_task("maml", "cosmixture-shot50"))
+    first_seed = next(c for c in per_task.columns if c.startswith("nrmse_seed"))
+    scored = torch.tensor(per_task[first_seed].to_numpy())
+    assert torch.allclose(rmse(predicted, qy[:3]), scored, rtol=1e-5, atol=1e-6)
 
 
 def test_evaluate_scores_every_learner_of_the_benchmark_or_writes_nothing(workdir):
@@ -228,8 +250,6 @@ def test_a_selector_that_params_yaml_does_not_define_is_a_clear_error(capsys):
 
 def test_a_stage_prints_its_result_as_one_short_line():
     """DVC's log shows a stage's stdout: a report's nested summary must not flood it."""
-    from metalearn.stages.cli import brief
-
     report = {
         "cosmixture-shot50": {f"learner{i}": {"nrmse": 0.5} for i in range(9)},
         "checks": {"not_beating_scratch": []},
@@ -243,6 +263,17 @@ def test_a_stage_prints_its_result_as_one_short_line():
         "checks={not_beating_scratch}, seconds=1.235, runs=[2 items], device=cpu"
     )
     assert brief("done") == "done"
+
+
+def test_the_reports_line_names_each_benchmarks_best_learner():
+    summary = {
+        "jester-shot10": {"maml": {"nrmse": 0.25, "ci": 0.01}, "bias": {"nrmse": 0.22, "ci": 0.01}},
+        "omniglot-way5shot1": {"maml": {"accuracy": 0.95, "ci": 0.01}},
+        "best_learner": {"jester-shot10": "bias", "omniglot-way5shot1": "maml"},
+        "checks": {},
+    }
+    line = report_stage.line(summary)
+    assert line == "best: jester-shot10=bias 0.22, omniglot-way5shot1=maml 0.95"
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ machine that runs the stage, and every other machine joins with its own ranks::
     torchrun --nnodes=2 --node-rank=1 --master-addr=HOST --master-port=PORT \
         --nproc-per-node=N -m metalearn.distributed JOB
 
-(README "Scale"). Each machine needs the repository at the same commit and params, and the
+(docs/scale.md). Each machine needs the repository at the same commit and params, and the
 benchmark's episodes (``dvc repro episodify@<benchmark>``).
 """
 

@@ -3,7 +3,7 @@
     python -m metalearn.recipe --list
     python -m metalearn.recipe mirror-data          # dvc exp run -n mirror-data -S ... episodify
     python -m metalearn.recipe mirror-data --dry-run  # print that command only
-    python -m metalearn.recipe efficiency-cpu       # dvc exp run -n efficiency-cpu ... efficiency
+    python -m metalearn.recipe efficiency-cpu     # dvc exp run ... benchmarks/dvc.yaml
 
 A recipe is a list of Hydra overrides (the grammar of ``dvc exp run -S``) plus the stages it
 targets; ``tests/test_recipe.py`` checks that each one yields a valid config.
@@ -57,9 +57,9 @@ def _for(benchmarks: list[str], **keys: object) -> list[str]:
 OMNIGLOT = [f"omniglot-{s}" for s in REAL_BENCHMARKS["omniglot"]]
 MINIIMAGENET = [f"miniimagenet-{s}" for s in REAL_BENCHMARKS["miniimagenet"]]
 
-# The whole suite on a 2-core CPU in under two hours (README "The CPU recipe"): the protocols'
-# inner loops unchanged, meta-training budgets cut to fit, the largest share (1,000 iterations)
-# to MAML on Omniglot 5-way 1-shot (issue 5's 95 % check); convnets at 32 filters on 2 cores.
+# The whole suite on a 2-core CPU in under two hours (docs/protocols.md "The CPU recipe"): the
+# protocols' inner loops unchanged, meta-training budgets cut to fit, the largest share (1,000
+# iterations) to MAML on Omniglot 5-way 1-shot (its 95 % check); convnets at 32 filters on 2 cores.
 CPU = [
     *MIRROR,
     # regression and CF: 50 iterations; meta-lr 1e-2 beat 1e-3 on meta-val at that budget
@@ -98,8 +98,8 @@ ONLY_CF_AND_SYNTHETIC = [
     "train.val_every=25",
 ]
 
-# Fair tuning of the ten on a 2-core CPU (README "Tuning"): one benchmark per dataset (the
-# tuned values stand for its other setting), every gradient-trained learner on the same four
+# Fair tuning of the ten on a 2-core CPU (docs/protocols.md "Tuning"): one benchmark per dataset
+# (the tuned values stand for its other setting), every gradient-trained learner on the same four
 # inner step sizes (alpha * K from 0.005 to 1.5 across MAML's K = 5 and the others' 50; the
 # first sweep's choices sat on its lower edge, 0.003) at one meta-lr, 300 meta-iterations
 # each, two grid points at once (one per core).
@@ -174,7 +174,7 @@ RECIPES = {
     "cpu": Recipe(
         "every learner on every benchmark from METALEARN_DATA_MIRROR on a 2-core CPU in under "
         "two hours: the papers' inner loops, small meta-training budgets (the efficiency "
-        "stage is its own job: dvc repro efficiency)",
+        "study is its own pipeline: dvc repro benchmarks/dvc.yaml)",
         CPU,
         targets=("report",),
     ),
@@ -183,7 +183,7 @@ RECIPES = {
         "dataset (same grid, same budget) on a 2-core CPU; then `python -m metalearn.tuning "
         "apply` writes the choices into params.yaml",
         TUNE_CPU,
-        targets=("tune",),
+        targets=("tuning/dvc.yaml",),
     ),
     "study-cpu": Recipe(
         "every learner and baseline on the collaborative-filtering and synthetic benchmarks, "
@@ -200,7 +200,7 @@ RECIPES = {
         "the efficiency stage (time and memory against K, gradient accuracy, throughput "
         "against higher) on a 2-core CPU in about half an hour: one Conv4 task, one timed call",
         EFFICIENCY_CPU,
-        targets=("efficiency",),
+        targets=("benchmarks/dvc.yaml",),
     ),
 }
 

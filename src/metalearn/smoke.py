@@ -31,18 +31,32 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARK = "cosmixture-shot50"
 
 # Every learner of params.yaml on one synthetic benchmark; sizes of the tests' tiny pipeline.
+# Tuning and the efficiency study (their own pipelines: dvc repro tuning/dvc.yaml,
+# benchmarks/dvc.yaml) are shrunk alike, to seconds, should they be run in the copy.
 SMOKE: dict[str, Any] = {
     "pipeline.cf_benchmarks": [],
-    "tune.benchmarks": [BENCHMARK],  # tune is not part of the run; its list must be valid
+    "tune.benchmarks": [BENCHMARK],
+    "tune.learners": ["maml"],
+    "tune.inner_lr": [0.01, 0.1],
+    "tune.meta_lr": [0.001],
+    "tune.iterations": 2,
+    "efficiency.steps": [1, 2],
+    "efficiency.meta_batch": {"cf_mlp": 2},
+    "efficiency.variants": {"imaml": {"learner": "imaml"}},
+    "efficiency.repeats": 1,
+    "efficiency.accuracy_steps": [1],
+    "efficiency.accuracy_meta_batch": 1,
+    "efficiency.peers": {"cf_mlp": {"meta_batch": 2, "steps": [1]}},
+    "efficiency.peer_seconds": 0.05,
     "pipeline.datasets": ["cosmixture"],
     "pipeline.benchmarks": {BENCHMARK: {"dataset": "cosmixture", "setting": "shot50"}},
     "algo.steps": 2,
     "algo.maml.steps": None,
-    "train.iterations": 6,
+    "train.iterations": 3,
     "train.val_every": 3,
     "train.meta_batch": 2,
-    "eval.tasks": 5,
-    "data.cosmixture.functions": {"train": 8, "val": 5, "test": 5},
+    "eval.tasks": 3,
+    "data.cosmixture.functions": {"train": 8, "val": 3, "test": 3},
 }
 
 

@@ -40,8 +40,8 @@ from metalearn.io import atomic_file
 
 #: ``train.compile: auto`` compiles the meta-gradient of a cell that meta-trains at least this
 #: many iterations. On the 2-core CPU compiling takes 30 s to minutes a learner, and the compiled
-#: meta-gradient is 5-8x faster on the CF MLP (README "Compiled meta-gradients"): it pays from
-#: about this many iterations on; shorter runs (the tests, the CPU recipes) stay eager.
+#: meta-gradient is 5-8x faster on the CF MLP (docs/scale.md "Compiled meta-gradients"): it pays
+#: from about this many iterations on; shorter runs (the tests, the CPU recipes) stay eager.
 COMPILE_FROM = 2000
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 import traceback
 import urllib.error
@@ -23,9 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import sqlalchemy
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, SourceType
 from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+)
 
 from metalearn.config import flatten
 from metalearn.errors import TrackingError
@@ -40,6 +47,8 @@ KIND = {"mlflow.experimentKind": "custom_model_development"}
 # several retries with backoff (minutes of silence, then a traceback).
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+# MLflow's artifact progress bars only where someone watches
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", str(sys.stderr.isatty()).lower())
 
 
 def store_patience() -> float:
@@ -203,13 +212,16 @@ def _close_killed_runs(
     return [run.info.run_id for run in stale]
 
 
-def _revision_tags() -> dict[str, str]:
-    """Where a run comes from: the DVC experiment, its baseline commit and the checkout's."""
+def _revision_tags(script: str) -> dict[str, str]:
+    """Where a run comes from: the stage script, the DVC experiment, its baseline commit and the
+    checkout's (the UI's Source column)."""
     commit = _git_revision()
     return {
         "dvc_experiment": dvc_experiment(),
         "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV") or commit,
-        "mlflow.source.git.commit": commit,
+        MLFLOW_GIT_COMMIT: commit,
+        MLFLOW_SOURCE_NAME: script,
+        MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL),
     }
 
 
@@ -250,19 +262,25 @@ def open_train_run(
     learner: str,
     benchmark: str,
     start_time: int,
+    dataset: Mapping[str, str] | None = None,
 ) -> str:
-    """Start one train stage's run (``params``, tags; system metrics when
-    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true`` asks for them) at ``start_time`` (ms), closing
-    this cell's runs left RUNNING; its id."""
+    """Start one train stage's run (``params``, tags, its source, its ``dataset`` input: the
+    fields of :class:`mlflow.entities.Dataset`; system metrics when
+    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true``) at ``start_time`` (ms), closing this cell's
+    runs left RUNNING; its id."""
     client = MlflowClient()
     _close_killed_runs(client, experiment, learner, benchmark)
+    tags = {"learner": learner, "benchmark": benchmark, **_revision_tags("pipeline/train.py")}
     run = client.create_run(
         experiment,
         start_time=start_time,
-        tags={"learner": learner, "benchmark": benchmark, **_revision_tags()},
+        tags=tags,
         run_name=f"{learner}-{benchmark}@{dvc_experiment()}",
     )
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    if dataset is not None:
+        context = InputTag(MLFLOW_DATASET_CONTEXT, "train")
+        client.log_inputs(run.info.run_id, [DatasetInput(Dataset(**dataset), tags=[context])])
     if MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get():
         # resumed through the fluent API for its system-metrics monitor (create_run has none)
         mlflow.start_run(run_id=run.info.run_id, log_system_metrics=True)
@@ -295,7 +313,7 @@ def log_to_run(run_id: str, metrics: Mapping[str, float], artifacts: list[Path] 
 
 def efficiency_run(cfg: Config, metrics: Mapping[str, float], artifacts: Path) -> str:
     """One MLflow run for the efficiency stage: its params, the targets' numbers, its files."""
-    tags = {"stage": "efficiency", **_revision_tags()}
+    tags = {"stage": "efficiency", **_revision_tags("pipeline/efficiency.py")}
     run_name = f"efficiency@{dvc_experiment()}"
     with mlflow.start_run(experiment_id=experiment_id(), run_name=run_name, tags=tags) as run:
         mlflow.log_params(flatten({"efficiency": dataclasses.asdict(cfg.efficiency)}))

@@ -18,6 +18,7 @@ overlap: the same protocol runs in a thread of this process.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -95,8 +96,11 @@ class SideRun:
     def start(self, spec: Mapping[str, Any], learner: str, benchmark: str, meta: Any) -> None:
         """Open the run (its start time is now) with :func:`flat_params` as its params; the
         side opens it while the stage goes on (:meth:`wait_run_id`)."""
-        params = flat_params(spec, meta)
-        self._send(op="start", time=_now(), params=params, learner=learner, benchmark=benchmark)
+        params, dataset = flat_params(spec, meta), episodes_dataset(benchmark, meta)
+        self._send(
+            op="start", time=_now(), params=params, learner=learner, benchmark=benchmark,
+            dataset=dataset,
+        )  # fmt: skip
 
     def wait_run_id(self) -> str:
         """The run's id, once the side has opened it (the outputs name it)."""
@@ -134,6 +138,19 @@ def flat_params(spec: Mapping[str, Any], episodes_meta: Mapping[str, Any]) -> di
     dotted keys; the data's come from the episodes it trained on (their ``meta.json``)."""
     cell = {k: v for k, v in spec.items() if k not in ("learner", "benchmark", "dataset")}
     return flatten({**cell, "data": dict(episodes_meta)})
+
+
+def episodes_dataset(benchmark: str, meta: Mapping[str, Any]) -> dict[str, str]:
+    """A benchmark's episodes as an MLflow dataset (the runs table's Dataset column): its name,
+    a digest of the files episodify recorded (``meta.json``), where they are."""
+    files = meta.get("files", {})
+    digest = hashlib.sha256("".join(f["sha256"] for _, f in sorted(files.items())).encode())
+    return {
+        "name": benchmark,
+        "digest": digest.hexdigest()[:16],
+        "source_type": "local",
+        "source": json.dumps({"uri": f"data/episodes/{benchmark}"}),
+    }
 
 
 _early: subprocess.Popen | None = None

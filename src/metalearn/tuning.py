@@ -1,6 +1,7 @@
 """Fair tuning on meta-val: every learner gets the same grid and the same budget.
 
-Stage ``tune@<benchmark>`` (``tune.benchmarks``) meta-trains each learner of ``tune.learners``
+Stage ``tune@<benchmark>`` of the tuning pipeline (``tuning/dvc.yaml``, run only when asked for:
+``dvc repro tuning/dvc.yaml``; ``tune.benchmarks``) meta-trains each learner of ``tune.learners``
 once per point of the grid ``tune.inner_lr`` x ``tune.meta_lr``, for ``tune.iterations``
 meta-iterations and one seed (``train.seed``), with everything else as the benchmark's protocol,
 and scores each point by its best meta-val value (the point the train stage would keep). It writes
@@ -191,7 +192,9 @@ def read_choices(root: Path, benchmarks: Sequence[str]) -> dict[str, dict[str, R
     for b in benchmarks:
         path = root / paths.tuning_json(b)
         if not path.is_file():
-            raise MissingInputError(f"{path} is missing; run `dvc repro tune@{b}` first")
+            raise MissingInputError(
+                f"{path} is missing; run `dvc repro tuning/dvc.yaml:tune@{b}` first"
+            )
         out[b] = json.loads(path.read_text())["chosen"]
     return out
 

@@ -84,7 +84,7 @@ def test_heun_is_close_to_maml_for_small_steps(problem):
 
 def test_reverse_trajectory_error_is_small_and_shrinks_with_alpha(problem):
     """``reverse`` rebuilds states approximately. Measured here (fixed T = 0.5): relative error
-    5.4% at alpha=0.05, 4.4% at 0.025, 3.0% at 0.0125 (documented in the README). Errors made
+    5.4% at alpha=0.05, 4.4% at 0.025, 3.0% at 0.0125 (documented in docs/learners.md). Errors made
     while integrating backwards are amplified along stiff directions, which is also why exactly
     inverting each Euler step (fixed-point iterations) was measured to be worse, not better."""
     params, support, query = problem

@@ -392,7 +392,7 @@ def test_real_mirror_download(tmp_path, dataset):
         entry = manifest[name]
         assert entry["source"] == "mirror"
         assert entry["bytes"] == (root / name).stat().st_size
-        assert entry["sha256"] == mirror.sha256sums[name]  # the README: these are repacks
+        assert entry["sha256"] == mirror.sha256sums[name]  # docs/data.md: these are repacks
         assert zipfile.ZipFile(tmp_path / dataset / name).testzip() is None
     on_disk = json.loads((tmp_path / dataset / dl.MANIFEST_NAME).read_text())
     assert on_disk == manifest

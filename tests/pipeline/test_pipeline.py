@@ -23,6 +23,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import mlflow
+import mlflow.pyfunc
 import polars as pl
 import psutil
 import pytest
@@ -38,7 +40,10 @@ BENCHMARKS = ["cosmixture-shot50", "movielens100k-shot10"]
 EVALUATE = {f"evaluate@{b}" for b in BENCHMARKS}
 CF_BENCHMARK = "movielens100k-shot10"  # the bias baseline runs here only (stage train-cf)
 FIT_BIAS = f"train-cf@bias-{CF_BENCHMARK}"
-TUNE = "tune@cosmixture-shot50"  # reads every algo, model and train key, as train does
+# the pipelines run only when asked for: their stages are named by their dvc.yaml
+TUNE = "tuning/dvc.yaml:tune@cosmixture-shot50"  # reads every algo, model and train key
+EFFICIENCY = "benchmarks/dvc.yaml:efficiency"
+ON_DEMAND = ("tuning/dvc.yaml", "benchmarks/dvc.yaml")
 TINY = {
     "pipeline.learners": LEARNERS,
     "pipeline.cf_benchmarks": [CF_BENCHMARK],
@@ -58,21 +63,8 @@ TINY = {
     "data.movielens100k.val_tasks": 3,
     "data.movielens100k.test_tasks": 5,
     "data.movielens100k.embedding_dim": 4,
-    # the tune stage: one learner, two grid points, two iterations, on the synthetic benchmark
-    "tune.benchmarks": ["cosmixture-shot50"],
-    "tune.learners": ["maml"],
-    "tune.inner_lr": [0.01, 0.1],
-    "tune.meta_lr": [0.001],
-    "tune.iterations": 2,
-    # the efficiency stage: two points, one accuracy row per K, every learner against its peers
-    "efficiency.steps": [1, 2],
-    "efficiency.meta_batch": {"cf_mlp": 2},
-    "efficiency.variants": {"imaml": {"learner": "imaml"}},
-    "efficiency.repeats": 1,
-    "efficiency.accuracy_steps": [1],
-    "efficiency.accuracy_meta_batch": 1,
-    "efficiency.peers": {"cf_mlp": {"meta_batch": 2, "steps": [1]}},
-    "efficiency.peer_seconds": 0.05,
+    # tuning (one learner, two grid points, two iterations) and the efficiency study: the smoke's
+    **{k: v for k, v in SMOKE.items() if k.startswith(("tune.", "efficiency."))},
 }
 
 
@@ -128,6 +120,7 @@ def repo(tmp_path_factory) -> Path:
     set_params(root, TINY)
     commit(root, "tiny")
     log = run(root, "dvc", "repro")
+    log += run(root, "dvc", "repro", *ON_DEMAND)
     commit(root, "repro")  # dvc.lock and the uncached outputs: what restore() returns to
     root.joinpath("repro.log").write_text(log)
     return root
@@ -144,7 +137,7 @@ def test_repro_writes_every_output(repo):
         *(f"evaluate@{b}" for b in BENCHMARKS),
         TUNE,
         "report",
-        "efficiency",
+        EFFICIENCY,
     }
     manifest = json.loads((repo / "data/raw/movielens100k/manifest.json").read_text())
     assert manifest["ml-100k.zip"]["source"] == "mirror"
@@ -161,7 +154,7 @@ def test_repro_writes_every_output(repo):
                 assert (repo / path).is_file(), path
             assert evaluation[lr]["tasks"] == 5 and evaluation[lr]["metric"] == "nrmse"
     summary = json.loads((repo / "results/summary.json").read_text())
-    assert set(summary) == {*BENCHMARKS, "checks", "best", "provenance", "claims"}
+    assert set(summary) == {*BENCHMARKS, "checks", "best", "best_learner", "provenance", "claims"}
     assert set(summary[BENCHMARKS[0]]) == {*LEARNERS, "paired"}
     paired = summary[CF_BENCHMARK]["paired"]
     assert set(paired["learners"]) == {*LEARNERS, "bias"}, paired
@@ -191,6 +184,21 @@ def test_one_finished_mlflow_run_per_train_stage(repo):
             ]
             assert tags[(run_id, "learner")] == lr and tags[(run_id, "benchmark")] == b
             assert (run_id, "meta_train_loss") in metrics and (run_id, "test_nrmse") in metrics
+
+
+def test_each_benchmarks_best_learner_is_registered_and_predicts(repo, monkeypatch):
+    """The report registers the best learner's logged model as metalearn-<benchmark>@best."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    for b in BENCHMARKS:
+        evaluation = json.loads((repo / f"results/eval/{b}.json").read_text())
+        best = json.loads((repo / "results/summary.json").read_text())["best_learner"][b]
+        version = client.get_model_version_by_alias(f"metalearn-{b}", "best")
+        assert version.run_id == evaluation[best]["mlflow_run_id"]
+    # loadable by its alias (tests/test_stages.py checks a logged model's predictions)
+    model = mlflow.pyfunc.load_model("models:/metalearn-cosmixture-shot50@best")
+    best = client.get_model_version_by_alias("metalearn-cosmixture-shot50", "best")
+    assert model.metadata.run_id == best.run_id
 
 
 def test_second_repro_runs_nothing(repo):
@@ -347,7 +355,7 @@ def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
             *EVALUATE,
             TUNE,
             "report",  # it tells meta-learners from baselines by the learners' classes
-            "efficiency",
+            EFFICIENCY,
         }
     finally:
         maml.write_text(original)
@@ -382,33 +390,40 @@ def test_the_train_manifest_holds_every_module_a_real_train_stage_imports(repo, 
 def test_efficiency_edit_makes_only_that_stage_stale(repo):
     set_params(repo, {"efficiency.steps": [1, 3]})
     try:
-        assert stale(repo) == {"efficiency", "resolve"}  # resolve checks every edit
+        assert stale(repo) == {EFFICIENCY, "resolve"}  # resolve checks every edit
         run(repo, "dvc", "repro", "resolve")
-        assert stale(repo) == {"efficiency"}
+        assert stale(repo) == {EFFICIENCY}
     finally:
         restore(repo)
 
 
 def test_dataset_edit_reruns_only_that_datasets_stages(repo):
-    """data.cosmixture reaches train/evaluate through the episodes they depend on."""
+    """data.cosmixture reaches train/evaluate through the episodes they depend on; tuning on
+    them is stale too, and runs when asked for by name."""
     set_params(repo, {"data.cosmixture.seed": 7})
     try:
         ran = stages_run(run(repo, "dvc", "repro"))
+        assert ran == {
+            "resolve",
+            "episodify@cosmixture-shot50",
+            *(f"train@{lr}-cosmixture-shot50" for lr in LEARNERS),
+            "evaluate@cosmixture-shot50",
+            "report",  # not tune: it runs when asked for (dvc repro tuning/dvc.yaml)
+        }
+        assert stale(repo) == {TUNE}
+        assert stages_run(run(repo, "dvc", "repro", "tuning/dvc.yaml")) == {TUNE}
     finally:
         restore(repo)
-    assert ran == {
-        "resolve",
-        "episodify@cosmixture-shot50",
-        *(f"train@{lr}-cosmixture-shot50" for lr in LEARNERS),
-        "evaluate@cosmixture-shot50",
-        TUNE,
-        "report",
-    }
 
 
 def test_exp_run_retrains_only_the_learners_whose_k_changes_and_is_listed(repo):
-    ran = stages_run(run(repo, "dvc", "exp", "run", "-S", "algo.steps=3", "-n", "steps3"))
-    assert ran == {"resolve", *(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE, "report"}
+    """The mission's command: the cells whose K changes, their evaluations and the report; not
+    tuning, though MAML's K makes it stale (it runs when asked for: tuning/dvc.yaml)."""
+    cmd = ["dvc", "exp", "run", "-S", "algo.steps=3", "-S", "algo.maml.steps=3", "-n", "steps3"]
+    ran = stages_run(run(repo, *cmd))
+    trains = {f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS}
+    assert ran == {"resolve", *trains, *EVALUATE, "report"}
+    assert TUNE in stale(repo)
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
     assert "steps3" in json.dumps(shown)
     with sqlite3.connect(repo / "mlflow.db") as db:
@@ -419,8 +434,9 @@ def test_exp_run_retrains_only_the_learners_whose_k_changes_and_is_listed(repo):
         ).fetchall()
         kinds = dict(db.execute("select experiment_id, value from experiment_tags "
                                 "where key = 'mlflow.experimentKind'"))  # fmt: skip
-    assert {name for name, _ in runs} == {f"imaml-{b}@steps3" for b in BENCHMARKS}
+    assert {name for name, _ in runs} == {f"{lr}-{b}@steps3" for lr in LEARNERS for b in BENCHMARKS}
     assert kinds[experiments["metalearn/steps3"]] == "custom_model_development"
+    restore(repo)  # the experiment stays (exp show), the workspace returns to the baseline
 
 
 def test_the_documented_exp_show_view_fits_120_columns(repo):

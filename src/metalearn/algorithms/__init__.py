@@ -1,6 +1,6 @@
 """The learners, found by file: every module of this package that defines a
 :class:`~metalearn.algorithms.base.MetaLearner` subclass with a ``name`` adds that learner, and
-``make`` builds one by name. A new learner is one new file here (README "Add a learner").
+``make`` builds one by name. A new learner is one new file here (docs/learners.md "Add a learner").
 
 >>> learner = make("adjoint", steps=50, inner_lr=0.01, scheme="heun")
 >>> adapted = learner.adapt(loss_fn, params, support)                # doctest: +SKIP

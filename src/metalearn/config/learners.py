@@ -49,7 +49,7 @@ def section_type(learner: str) -> type:
 def _unknown(learner: str, where: str) -> ConfigError:
     return ConfigError(
         f"unknown key '{where}.{learner}' (valid: {', '.join([*SHARED_ALGO_KEYS, *NAMES])}); "
-        "a learner is a module of src/metalearn/algorithms (README: Add a learner)"
+        "a learner is a module of src/metalearn/algorithms (docs/learners.md: Add a learner)"
     )
 
 

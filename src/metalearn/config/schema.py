@@ -328,7 +328,7 @@ StepList = Annotated[list[AtLeast1], Field(min_length=1), Unique]
 
 @section
 class EfficiencyConfig:
-    """``efficiency``: what the efficiency stage measures (README "Efficiency")."""
+    """``efficiency``: what the efficiency stage measures (benchmarks/README.md "Efficiency")."""
 
     device: Literal["auto", "cpu", "cuda"]
     steps: StepList

@@ -142,7 +142,7 @@ def _child_env() -> dict[str, str]:
 
 def _point_main(spec: dict[str, Any]) -> None:
     """The child side of :func:`run_point`: measure, print one JSON line."""
-    torch.set_num_threads(1)  # the tests' and the pipeline's default on CPU (README)
+    torch.set_num_threads(1)  # the tests' and the pipeline's default on CPU (docs/scale.md)
     if spec["device"] == "cpu":
         # Warm up on one task at K = 1: the kernels' code pages and torch's lazy state count in
         # the resident size (~200 MB on the MLP) and would flatten every ratio to K = 1. The

@@ -15,7 +15,7 @@ tables), :mod:`~metalearn.report.protocol` (the protocol as run),
 :mod:`~metalearn.report.provenance` (date, commit, hardware, compute),
 :mod:`~metalearn.report.plots` (the figures; matplotlib only there),
 :mod:`~metalearn.report.summary` (the stage's files) and :mod:`~metalearn.report.readme`
-(README's Results section, ``python -m metalearn.report readme``).
+(README's Results block holds its headline: ``python -m metalearn.report readme``).
 """
 
 from metalearn.report.claims import (

@@ -1,4 +1,4 @@
-"""``python -m metalearn.report readme``: copy results/summary.md into README.md
+"""``python -m metalearn.report readme``: copy the headline of results/summary.md into README.md
 (:func:`metalearn.report.readme.main`)."""
 
 from metalearn.report.readme import main

@@ -23,10 +23,10 @@ from metalearn.report.results import (
     BASELINE,
     Results,
     Scores,
-    _best_learner,
     _better,
     _higher,
     _pick,
+    best_learner,
 )
 
 Comparisons = dict[str, BenchmarkComparison]  # benchmark -> paired comparisons
@@ -135,7 +135,7 @@ def best_against_published(results: Results, cfg: Config) -> dict[str, dict[str,
                 continue
             by_learner = results[b]
             pick = _pick(by_learner)
-            learner = _best_learner(by_learner)
+            learner = best_learner(by_learner)
             ours = scale * by_learner[learner]["mean"]
             paper_row = pick(cells, key=cells.__getitem__)
             same = [v for n, v in cells.items() if PAPER_ROWS[n] == learner]

@@ -1,35 +1,50 @@
-"""README's Results section is generated: :func:`readme_with_results` puts the report between
-the README's markers, and :func:`main` is ``python -m metalearn.report readme``.
+"""README's Results block is generated: :func:`readme_with_results` puts the report's headline,
+the best learner per benchmark against the papers, between the README's markers, and
+:func:`main` is ``python -m metalearn.report readme``. The full report stays in
+results/summary.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from metalearn import paths
 
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
+#: The subsection of results/summary.md that README shows (up to the next heading of its level).
+HEADLINE = "### Best learner per benchmark against the papers"
+
+
+def headline(summary_md: str) -> str:
+    """The report's :data:`HEADLINE` subsection: its heading, note and table, up to the next
+    ``### `` (or higher) heading."""
+    match = re.search(rf"^{re.escape(HEADLINE)}[ \t]*$", summary_md, flags=re.MULTILINE)
+    if match is None:
+        raise ValueError(f"the report lacks the subsection {HEADLINE!r}")
+    rest = summary_md[match.end() :]
+    end = re.search(r"^#{1,3} ", rest, flags=re.MULTILINE)
+    return (HEADLINE + (rest[: end.start()] if end else rest)).strip()
 
 
 def readme_with_results(readme: str, summary_md: str) -> str:
-    """``readme`` with the block between the results markers replaced by the report (its tables
-    and notes, without the top heading): the README's Results section is generated."""
+    """``readme`` with the block between the results markers replaced by the report's headline
+    (:func:`headline`): the README's Results block is generated."""
     if README_BEGIN not in readme or README_END not in readme:
         raise ValueError(f"README.md lacks the markers {README_BEGIN} ... {README_END}")
-    body = summary_md.split("\n", 1)[1].strip() if summary_md.startswith("# ") else summary_md
     head, rest = readme.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    return f"{head}{README_BEGIN}\n{body}\n{README_END}{tail}"
+    return f"{head}{README_BEGIN}\n{headline(summary_md)}\n{README_END}{tail}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m metalearn.report readme``: copy results/summary.md into README.md."""
+    """``python -m metalearn.report readme``: copy results/summary.md's headline into README.md."""
     parser = argparse.ArgumentParser(prog="python -m metalearn.report", description=main.__doc__)
     parser.add_argument("command", choices=["readme"])
     parser.parse_args(argv)
     readme = Path("README.md")
     readme.write_text(readme_with_results(readme.read_text(), paths.SUMMARY_MD.read_text()))
-    print(f"{readme}: Results section updated from {paths.SUMMARY_MD}")
+    print(f"{readme}: Results block updated from {paths.SUMMARY_MD}")
     return 0

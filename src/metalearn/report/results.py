@@ -124,5 +124,6 @@ def _pick(by_learner: dict[str, dict[str, Any]]) -> Callable:
     return max if _higher(by_learner) else min
 
 
-def _best_learner(by_learner: dict[str, dict[str, Any]]) -> str:
+def best_learner(by_learner: dict[str, dict[str, Any]]) -> str:
+    """The learner with the best meta-test mean (the metric's direction decides)."""
     return _pick(by_learner)(by_learner, key=lambda name: by_learner[name]["mean"])

@@ -25,8 +25,10 @@ from metalearn.report.families import FAMILIES
 from metalearn.report.plots import _log_plots, bar_chart, curves_chart
 from metalearn.report.protocol import changes_from_default, protocol_differences, protocol_table
 from metalearn.report.provenance import default_config, provenance, provenance_line
+from metalearn.report.registry import register_best
 from metalearn.report.results import (
     Results,
+    best_learner,
     collect,
     headline_metrics,
     read_scores,
@@ -121,6 +123,7 @@ def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> di
     comparisons = compare_all(results, scores, cfg.eval.confidence)
     claims = paper_claims(cfg, results, scores)
     summary = {**summary_metrics(results), "checks": checks, "best": best, "provenance": prov}
+    summary["best_learner"] = {b: best_learner(by_learner) for b, by_learner in results.items()}
     for b, comparison in comparisons.items():
         summary[b]["paired"] = paired_json(comparison)
     summary["claims"] = {b: claims_json(found) for b, found in claims.items()}
@@ -136,4 +139,5 @@ def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> di
         out.commit()
     if log_plots:
         _log_plots(results, root / paths.PLOTS)
+        register_best(results)
     return summary

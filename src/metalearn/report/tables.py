@@ -14,7 +14,7 @@ from metalearn.config import Config
 from metalearn.paired import ALPHA, BenchmarkComparison, Claim, Comparison, verdict_counts
 from metalearn.report.claims import Claims, Comparisons
 from metalearn.report.families import FAMILIES, PAPER_ROWS, Family
-from metalearn.report.results import BASELINE, Results, _best_learner, _better
+from metalearn.report.results import BASELINE, Results, _better, best_learner
 
 
 def _tasks(results: Results, benchmark: str) -> int:
@@ -57,7 +57,7 @@ def _bold(benchmark: str, results: Results, comparisons: Comparisons) -> set[str
     best (paired tests), or the best mean alone where there are no per-task scores."""
     if benchmark in comparisons:
         return {n for n, c in comparisons[benchmark].learners.items() if c.not_worse}
-    return {_best_learner(results[benchmark])}
+    return {best_learner(results[benchmark])}
 
 
 def _bold_caption(benchmarks: Sequence[str], comparisons: Comparisons) -> str:

@@ -59,7 +59,7 @@ def help_text(doc: str, selectors: Sequence[str]) -> str:
     except (StageError, FileNotFoundError) as error:  # a broken params.yaml: say so, still help
         lines.append(f"  (params.yaml does not load: {error})")
     lines += [
-        "  KEY=VALUE  any params.yaml key, for this run only (README: Parameters),",
+        "  KEY=VALUE  any params.yaml key, for this run only (docs/parameters.md),",
         "             e.g. train.iterations=10 or algo.maml.steps=3",
     ]
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 One process scores all learners (the interpreter, torch and MLflow start once, not once per
 learner). Its outputs are committed together once every learner is scored, and the test metrics
-go to each learner's training run; if that fails, the outputs are put back as they were."""
+go to each learner's training run, with the learner as an MLflow model
+(:mod:`metalearn.mlflow_model`); if that fails, the outputs are put back as they were."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from metalearn.evaluation import METRICS, per_task_scores
 from metalearn.fingerprint import fingerprint
 from metalearn.io import Outputs
 from metalearn.metrics import mean_ci
+from metalearn.mlflow_model import log_model
 from metalearn.runtime import torch_runtime
 from metalearn.spec import evaluate_cell, read_cell
 from metalearn.stages.cli import Stage
@@ -98,6 +100,10 @@ def run(cell: EvaluateCell) -> dict[str, Any]:
                     {f"test_{metric.name}": r["mean"], f"test_{metric.name}_ci": r["ci"]},
                     artifacts=[paths.eval_per_task(learner, benchmark)],
                 )
+                # the model as meta-test used it: its checkpoint, adapted with this K
+                model = paths.model(learner, benchmark)
+                train, steps = cell.cells[learner], cell.eval_steps[learner]
+                log_model(r["mlflow_run_id"], train, steps, model, source)
         except Exception as error:  # the outputs go back: no results without their runs
             raise tracking.failure(error) from None
     return results

@@ -14,4 +14,13 @@ def run(cfg: Config) -> dict[str, Any]:
     return write_report(cfg)
 
 
-STAGE = Stage(run)
+def line(summary: dict[str, Any]) -> str:
+    """The best learner of each benchmark and its mean: ``best: jester-shot10=bias 0.2205, ...``."""
+    best = []
+    for benchmark, learner in summary["best_learner"].items():
+        metric = next(k for k in summary[benchmark][learner] if k != "ci")
+        best.append(f"{benchmark}={learner} {summary[benchmark][learner][metric]:.4g}")
+    return "best: " + ", ".join(best)
+
+
+STAGE = Stage(run, line=line)

@@ -1,6 +1,7 @@
 """A trained learner as an MLflow model, as meta-testing uses it: loaded with
 ``mlflow.pyfunc.load_model("runs:/<run id>/model")``, it adapts to each task's support set with
-the learner's inner loop (its meta-test K) and predicts the task's query inputs.
+the learner's inner loop (its meta-test K) and predicts the task's query inputs, from the first
+training seed's meta-parameters (the checkpoint's ``params``; meta-test also scores the others).
 
     model.predict({"support_x": sx, "support_y": sy, "query_x": qx})  # a leading task axis
 

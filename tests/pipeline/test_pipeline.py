@@ -439,6 +439,23 @@ def test_exp_run_retrains_only_the_learners_whose_k_changes_and_is_listed(repo):
     restore(repo)  # the experiment stays (exp show), the workspace returns to the baseline
 
 
+def test_plots_diff_overlays_two_experiments_meta_val_curves(repo):
+    """The documented comparison (docs/experiments.md): one cell's meta-val curve in the
+    baseline and in the experiment, from DVC's cache, in one plot."""
+    cell = "results/curves/imaml-cosmixture-shot50.csv"
+    cmd = ["dvc", "plots", "diff", "HEAD", "steps3", "--targets", cell, "-y", "meta_val_nrmse"]
+    done = run_captured([*cmd, "--json"], repo, clean_env(), 120)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert not shown.get("errors"), shown["errors"]
+    (plot,) = shown["data"][cell]
+    values = plot["content"]["data"]["values"]
+    assert plot["revisions"] == ["HEAD", "steps3"]
+    for rev in ("HEAD", "steps3"):
+        points = [v["meta_val_nrmse"] for v in values if v["rev"] == rev and v["meta_val_nrmse"]]
+        assert points and all(0 < float(p) < 10 for p in points), (rev, values)
+
+
 def test_the_documented_exp_show_view_fits_120_columns(repo):
     """``make exp-show``: the experiment, its changed params and a benchmark's metrics."""
     make = ["make", "-s", "-n", "exp-show", "BENCHMARK=cosmixture-shot50", "LEARNERS=maml|imaml"]

@@ -99,6 +99,7 @@ def test_peers_check_agreement_then_time_each_implementation():
     assert all(r["ours_over"] == 1.0 for r in rows if r["implementation"] == "ours")
 
 
+@pytest.mark.slow
 def test_sweep_skips_the_larger_steps_after_a_failure(tmp_path):
     rows = sweep({"omniglot_conv4": 8}, {"maml": {"learner": "maml"}}, [3, 1, 2], seconds=60,
                  memory_cap=2**20, repeats=1)  # fmt: skip
@@ -199,6 +200,7 @@ def tiny_efficiency(**changes):
     return cfg
 
 
+@pytest.mark.slow
 def test_stage_writes_csvs_plots_and_targets_all_at_once(tmp_path):
     from metalearn.efficiency import run_stage, write_summary
 

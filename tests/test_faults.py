@@ -131,6 +131,7 @@ def evaluate(workdir: Path, *overrides: str):
     return done.returncode, done.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_misfiled_or_unreadable_checkpoint_naming_it(workdir):
     learners = "pipeline.learners=[maml,fomaml]"
     for learner in ("maml", "fomaml"):
@@ -168,7 +169,9 @@ def alive(process: subprocess.Popen) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_a_signal_stops_the_stage_and_its_side_process_writing_nothing(workdir, signum):
     assert train(workdir)[0] == 0
     kept = outputs(workdir)
@@ -223,7 +226,16 @@ def test_a_full_disk_mid_write_keeps_every_earlier_output_and_fails_the_run(work
     assert statuses(workdir) == ["FINISHED", "FAILED"]
 
 
-@pytest.mark.parametrize("tamper", ["first tasks", "a query point of every task", "a new column"])
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "first tasks",
+        *(
+            pytest.param(t, marks=pytest.mark.slow)
+            for t in ("a query point of every task", "a new column")
+        ),
+    ],
+)
 def test_tampered_episodes_are_refused_naming_the_file_and_the_fix(workdir, tamper):
     """Rows deleted or changed in an episodes file: evaluate and train stop before any work,
     instead of scoring what is left; nothing is written."""
@@ -279,6 +291,7 @@ def locked(store: Path, seconds: float) -> Iterator[None]:
         db.close()
 
 
+@pytest.mark.slow
 def test_a_busy_sqlite_store_is_waited_for_then_fails_in_one_line(workdir, monkeypatch):
     """A store another process holds locked: the stage waits up to METALEARN_STORE_SECONDS for
     it, succeeding when the lock goes in time, else one line naming the wait and the fix."""

@@ -8,6 +8,7 @@ import pytest
 
 from metalearn import paths, published
 from metalearn.config import learners_of, load_config
+from metalearn.errors import DataError
 from metalearn.fingerprint import fingerprint
 from metalearn.recipe import RECIPES
 from metalearn.report import (
@@ -23,6 +24,7 @@ from metalearn.report import (
     sanity_checks,
     write_report,
 )
+from metalearn.report.recheck import recheck
 
 LEARNERS = ["maml", "fomaml", "reptile", "imaml", "adjoint", "pretrain", "scratch"]
 
@@ -193,8 +195,9 @@ def test_protocol_table_shows_per_learner_budgets():
     )
 
 
-def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
-    """The whole report from hand-made outputs of all 16 benchmarks x 7 learners."""
+def cpu_recipe_outputs(tmp_path):
+    """Hand-made train and evaluate outputs of all 16 benchmarks x 7 learners (alpine-shot100
+    without per-task scores) under ``tmp_path``; the config they belong to."""
     cfg = load_config([*RECIPES["cpu"].overrides, *SEVEN])
     (tmp_path / "results/train").mkdir(parents=True)
     for b in cfg.pipeline.benchmarks:
@@ -220,6 +223,12 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
                 evaluation[name]["per_task"] = fingerprint(tmp_path / paths.eval_per_task(name, b))
         (tmp_path / paths.eval_metrics(b)).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / paths.eval_metrics(b)).write_text(json.dumps(evaluation))
+    return cfg
+
+
+def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
+    """The whole report from hand-made outputs of all 16 benchmarks x 7 learners."""
+    cfg = cpu_recipe_outputs(tmp_path)
     summary = write_report(cfg, root=tmp_path, log_plots=False)
     metrics = json.loads((tmp_path / paths.METRICS_JSON).read_text())  # what dvc exp show shows
     assert set(metrics) == set(cfg.pipeline.benchmarks)
@@ -256,6 +265,29 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
     assert row in text
     assert summary["provenance"]["train_seconds"] == 2.0 * (7 * 16 + 6)
     assert len(list((tmp_path / paths.PLOTS).glob("*.png"))) == 2 * 16
+
+
+def test_recheck_recomputes_every_paired_number_and_names_an_edited_one(tmp_path):
+    cfg = cpu_recipe_outputs(tmp_path)
+    write_report(cfg, root=tmp_path, log_plots=False)
+    line = recheck(cfg, tmp_path)
+    assert line.endswith(
+        "15 benchmarks' paired comparisons and claims recomputed from "
+        f"{tmp_path / 'results/eval'}: all agree"
+    )
+    summary = json.loads((tmp_path / paths.SUMMARY_JSON).read_text())
+    summary["claims"]["jester-shot10"]["claims"]["maml better than reptile"]["verdict"] = "agrees"
+    (tmp_path / paths.SUMMARY_JSON).write_text(json.dumps(summary))
+    with pytest.raises(
+        DataError,
+        match="jester-shot10.claims.claims.maml better than reptile."
+        "verdict is 'agrees', but the committed per-task scores give 'reversed'",
+    ):
+        recheck(cfg, tmp_path)
+    per_task = tmp_path / paths.eval_per_task("maml", "jester-shot10")
+    pl.read_parquet(per_task).head(10).write_parquet(per_task)
+    with pytest.raises(DataError, match="maml.parquet has been changed since evaluate@jester"):
+        recheck(cfg, tmp_path)
 
 
 def test_changes_from_the_default_protocol_name_key_value_and_benchmarks():

@@ -278,7 +278,7 @@ def test_the_reports_line_names_each_benchmarks_best_learner():
 
 @pytest.mark.parametrize(
     ("broken", "line", "column"),
-    [("  steps: 50 #", 0, 1), ("  adapt: all #", None, None)],
+    [("  steps: 50 #", 0, 1), pytest.param("  adapt: all #", None, None, marks=pytest.mark.slow)],
     ids=["tab", "bracket"],
 )
 def test_a_params_yaml_that_is_not_yaml_is_one_line_naming_file_line_and_column(

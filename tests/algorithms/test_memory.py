@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import json, resource, torch
 torch.set_num_threads(1)  # the tests run single-threaded (conftest.py); 2 threads spin on this VM
@@ -41,6 +43,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_adjoint_memory_is_flat_in_steps_while_maml_grows():
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=300

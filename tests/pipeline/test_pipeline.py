@@ -32,7 +32,10 @@ import torch
 
 from metalearn.smoke import SMOKE, clean_env, commit, copy_checkout, run_captured, set_params
 
-pytestmark = pytest.mark.slow
+# One worker builds the tiny pipeline and runs every test of this module in order (make test:
+# pytest -n 2 --dist loadscope). The slow-but-rare checks are marked slow: make test-slow, which
+# CI runs.
+slow = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 LEARNERS = ["maml", "imaml"]
@@ -65,6 +68,7 @@ TINY = {
     "data.movielens100k.embedding_dim": 4,
     # tuning (one learner, two grid points, two iterations) and the efficiency study: the smoke's
     **{k: v for k, v in SMOKE.items() if k.startswith(("tune.", "efficiency."))},
+    "tune.learners": ["imaml"],  # it follows algo.steps, as the experiment below does
 }
 
 
@@ -201,6 +205,29 @@ def test_each_benchmarks_best_learner_is_registered_and_predicts(repo, monkeypat
     assert model.metadata.run_id == best.run_id
 
 
+def test_a_clone_rechecks_the_reports_paired_numbers_from_committed_scores(repo, tmp_path):
+    """A plain git clone (no DVC cache, no training) holds the per-task scores and curves the
+    report was computed from and recomputes its paired comparisons and claims; an edited
+    number of the report is named."""
+    clone = tmp_path / "clone"
+    run(repo, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models").exists()  # the cached outputs stay behind
+    check = [sys.executable, "-m", "metalearn.report", "check"]
+    line = run(clone, *check)
+    counted = int(line.split(": ")[1].split()[0])
+    assert counted > 10 and line.rstrip().endswith("all agree"), line
+    summary_path = clone / "results/summary.json"
+    summary = json.loads(summary_path.read_text())
+    paired = summary["cosmixture-shot50"]["paired"]
+    best = paired["best"]
+    other = next(lr for lr in paired["learners"] if lr != best)
+    paired["learners"][other]["vs_best"]["p"] += 0.01
+    summary_path.write_text(json.dumps(summary))
+    error = run(clone, *check, fails=True)
+    assert f"cosmixture-shot50.paired.learners.{other}.vs_best.p is" in error, error
+    assert "dvc repro -f report" in error
+
+
 def test_second_repro_runs_nothing(repo):
     assert stages_run(run(repo, "dvc", "repro")) == set()
 
@@ -208,12 +235,20 @@ def test_second_repro_runs_nothing(repo):
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        # MAML has its own K and tune sweeps MAML only: neither re-runs
-        ("algo.steps", 3, {*(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE}),
-        ("algo.maml.steps", 3, {*(f"train@maml-{b}" for b in BENCHMARKS), *EVALUATE, TUNE}),
-        ("algo.imaml.lam", 3.0, {*(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE}),
-        ("train.workers", 2, set()),  # the same numbers (tests/test_parallel.py)
-        (
+        # MAML has its own K, and tune sweeps iMAML only
+        ("algo.steps", 3, {*(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE, TUNE}),
+        pytest.param(
+            "algo.maml.steps", 3, {*(f"train@maml-{b}" for b in BENCHMARKS), *EVALUATE}, marks=slow
+        ),
+        pytest.param(
+            "algo.imaml.lam",
+            3.0,
+            {*(f"train@imaml-{b}" for b in BENCHMARKS), *EVALUATE, TUNE},
+            marks=slow,
+        ),  # fmt: skip
+        # the same numbers (tests/test_parallel.py)
+        pytest.param("train.workers", 2, set(), marks=slow),
+        pytest.param(
             "pipeline.benchmarks.movielens100k-shot10.algo.inner_lr",
             0.02,
             {
@@ -221,6 +256,7 @@ def test_second_repro_runs_nothing(repo):
                 # not the bias fit: it uses no inner-loop key (its spec is unchanged)
                 "evaluate@movielens100k-shot10",
             },
+            marks=slow,
         ),
         ("data.cosmixture.seed", 7, {"episodify@cosmixture-shot50"}),
         ("eval.tasks", 4, EVALUATE),
@@ -239,6 +275,7 @@ def test_params_edit_makes_only_its_stages_stale(repo, key, value, expected):
         restore(repo)
 
 
+@slow
 def test_a_typo_in_params_fails_every_repro_and_exp_run_naming_the_key(repo):
     """A key no stage reads, and Hydra's +key form that DVC's own error message suggests."""
     with open(repo / "params.yaml", "a") as f:
@@ -316,8 +353,8 @@ def _appended(path: Path) -> None:
          "train@maml-cosmixture-shot50", "its values no longer match their digest"),
         ("results/eval/cosmixture-shot50/maml.parquet", _fewer_rows, ["report.py"],
          "evaluate@cosmixture-shot50", "2 rows, not 5"),
-        ("results/curves/imaml-movielens100k-shot10.csv", _edited_curve, ["report.py"],
-         "train@imaml-movielens100k-shot10", "other bytes"),
+        pytest.param("results/curves/imaml-movielens100k-shot10.csv", _edited_curve, ["report.py"],
+                     "train@imaml-movielens100k-shot10", "other bytes", marks=slow),
     ],
 )  # fmt: skip
 def test_an_input_changed_since_its_stage_wrote_it_is_refused_in_one_line(
@@ -341,6 +378,7 @@ def test_an_input_changed_since_its_stage_wrote_it_is_refused_in_one_line(
         restore(repo)
 
 
+@slow
 def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
     maml = repo / "src/metalearn/algorithms/maml.py"
     original = maml.read_text()
@@ -362,6 +400,7 @@ def test_an_algorithm_edit_reruns_no_download_or_episodify(repo):
         restore(repo)
 
 
+@slow
 def test_the_train_manifest_holds_every_module_a_real_train_stage_imports(repo, tmp_path):
     """Python's own import log of the stage and its tracking side process, against the
     manifest that stage code derived from the script's imports."""
@@ -387,6 +426,7 @@ def test_the_train_manifest_holds_every_module_a_real_train_stage_imports(repo, 
         assert str(file) in manifest, f"train imports {name} but its manifest lacks {file}"
 
 
+@slow
 def test_efficiency_edit_makes_only_that_stage_stale(repo):
     set_params(repo, {"efficiency.steps": [1, 3]})
     try:
@@ -397,6 +437,7 @@ def test_efficiency_edit_makes_only_that_stage_stale(repo):
         restore(repo)
 
 
+@slow
 def test_dataset_edit_reruns_only_that_datasets_stages(repo):
     """data.cosmixture reaches train/evaluate through the episodes they depend on; tuning on
     them is stale too, and runs when asked for by name."""
@@ -419,9 +460,8 @@ def test_dataset_edit_reruns_only_that_datasets_stages(repo):
 def test_exp_run_retrains_only_the_learners_whose_k_changes_and_is_listed(repo):
     """The mission's command: the cells whose K changes, their evaluations and the report; not
     tuning, though MAML's K makes it stale (it runs when asked for: tuning/dvc.yaml)."""
-    cmd = ["dvc", "exp", "run", "-S", "algo.steps=3", "-S", "algo.maml.steps=3", "-n", "steps3"]
-    ran = stages_run(run(repo, *cmd))
-    trains = {f"train@{lr}-{b}" for lr in LEARNERS for b in BENCHMARKS}
+    ran = stages_run(run(repo, "dvc", "exp", "run", "-S", "algo.steps=3", "-n", "steps3"))
+    trains = {f"train@imaml-{b}" for b in BENCHMARKS}  # MAML has its own K (algo.maml.steps)
     assert ran == {"resolve", *trains, *EVALUATE, "report"}
     assert TUNE in stale(repo)
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
@@ -434,7 +474,7 @@ def test_exp_run_retrains_only_the_learners_whose_k_changes_and_is_listed(repo):
         ).fetchall()
         kinds = dict(db.execute("select experiment_id, value from experiment_tags "
                                 "where key = 'mlflow.experimentKind'"))  # fmt: skip
-    assert {name for name, _ in runs} == {f"{lr}-{b}@steps3" for lr in LEARNERS for b in BENCHMARKS}
+    assert {name for name, _ in runs} == {f"imaml-{b}@steps3" for b in BENCHMARKS}
     assert kinds[experiments["metalearn/steps3"]] == "custom_model_development"
     restore(repo)  # the experiment stays (exp show), the workspace returns to the baseline
 
@@ -478,6 +518,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@slow
 def test_mlflow_server_serves_the_runs(repo):
     port = free_port()
     server = subprocess.Popen(
@@ -534,6 +575,7 @@ def test_mlflow_server_serves_the_runs(repo):
         assert "test_nrmse" in metrics and ("meta_train_loss" in metrics) != fitted
 
 
+@slow
 def test_two_queued_experiments_run_at_once_into_one_store(repo):
     """``dvc exp run --queue`` twice, then ``--run-all -j 2``: both experiments finish, DVC lists
     both, and the one SQLite MLflow store holds every run of each, none left unfinished."""
@@ -556,6 +598,7 @@ def test_two_queued_experiments_run_at_once_into_one_store(repo):
     restore(repo)
 
 
+@slow
 @pytest.mark.parametrize(
     ("signum", "to_group"),
     [(signal.SIGTERM, False), (signal.SIGINT, True)],
@@ -636,6 +679,7 @@ def _session(sid: int) -> list[str]:
     return found
 
 
+@slow
 def test_a_new_learner_is_one_file_and_runs_through_the_pipeline(tmp_path):
     """A copy of fomaml.py under another name, listed in pipeline.learners, and nothing else:
     resolve, train, evaluate and the report pick it up."""

@@ -15,7 +15,9 @@ tables), :mod:`~metalearn.report.protocol` (the protocol as run),
 :mod:`~metalearn.report.provenance` (date, commit, hardware, compute),
 :mod:`~metalearn.report.plots` (the figures; matplotlib only there),
 :mod:`~metalearn.report.summary` (the stage's files) and :mod:`~metalearn.report.readme`
-(README's Results block holds its headline: ``python -m metalearn.report readme``).
+(README's Results block holds its headline: ``python -m metalearn.report readme``) and
+:mod:`~metalearn.report.recheck` (the committed report recomputed from the committed per-task
+scores: ``python -m metalearn.report check``).
 """
 
 from metalearn.report.claims import (
@@ -26,7 +28,7 @@ from metalearn.report.claims import (
 )
 from metalearn.report.families import FAMILIES
 from metalearn.report.protocol import changes_from_default, protocol_differences, protocol_table
-from metalearn.report.readme import main, readme_with_results
+from metalearn.report.readme import readme_with_results
 from metalearn.report.results import collect, headline_metrics, read_scores, summary_metrics
 from metalearn.report.summary import write_report
 from metalearn.report.tables import best_table, claims_section, family_table, paired_table
@@ -41,7 +43,6 @@ __all__ = [
     "compare_all",
     "family_table",
     "headline_metrics",
-    "main",
     "paired_table",
     "paper_claims",
     "protocol_differences",

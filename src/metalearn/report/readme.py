@@ -1,14 +1,11 @@
 """README's Results block is generated: :func:`readme_with_results` puts the report's headline,
-the best learner per benchmark against the papers, between the README's markers, and
-:func:`main` is ``python -m metalearn.report readme``. The full report stays in
-results/summary.md.
+the best learner per benchmark against the papers, between the README's markers
+(``python -m metalearn.report readme``). The full report stays in results/summary.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 from metalearn import paths
@@ -39,12 +36,7 @@ def readme_with_results(readme: str, summary_md: str) -> str:
     return f"{head}{README_BEGIN}\n{headline(summary_md)}\n{README_END}{tail}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m metalearn.report readme``: copy results/summary.md's headline into README.md."""
-    parser = argparse.ArgumentParser(prog="python -m metalearn.report", description=main.__doc__)
-    parser.add_argument("command", choices=["readme"])
-    parser.parse_args(argv)
-    readme = Path("README.md")
-    readme.write_text(readme_with_results(readme.read_text(), paths.SUMMARY_MD.read_text()))
-    print(f"{readme}: Results block updated from {paths.SUMMARY_MD}")
-    return 0
+def update_readme(readme: Path = Path("README.md"), summary_md: Path = paths.SUMMARY_MD) -> str:
+    """Copy ``summary_md``'s headline into ``readme``'s Results block; the line to print."""
+    readme.write_text(readme_with_results(readme.read_text(), summary_md.read_text()))
+    return f"{readme}: Results block updated from {summary_md}"

@@ -18,24 +18,30 @@ from pathlib import Path
 import vl_convert
 
 
-def vega_lite(revisions: list[str], target: str, y: str) -> dict:
-    """The Vega-Lite spec ``dvc plots diff`` draws for ``target``, its data inline."""
-    cmd = ["dvc", "plots", "diff", *revisions, "--targets", target, "-y", y, "--json"]
+def vega_lite(revisions: list[str], target: str, x: str, y: str) -> dict:
+    """The Vega-Lite spec ``dvc plots diff -x x -y y`` draws for ``target``, its data inline,
+    without the rows that have no ``y``: a curve's meta-val column is filled every
+    ``train.val_every`` iterations only, and Vega would draw the empty cells as 0."""
+    cmd = ["dvc", "plots", "diff", *revisions, "--targets", target, "-x", x, "-y", y, "--json"]
     shown = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     if shown.get("errors"):
         raise SystemExit(f"dvc plots diff: {shown['errors']}")
     (plot,) = shown["data"][target]
-    return plot["content"]
+    spec = plot["content"]
+    values = spec["data"]["values"]
+    spec["data"]["values"] = [row for row in values if row.get(y) not in ("", None)]
+    return spec
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("revisions", nargs="+", help="git revisions or experiment names")
     parser.add_argument("--target", required=True, help="a curves CSV under results/curves/")
+    parser.add_argument("-x", default="iteration", help="its x column (default: iteration)")
     parser.add_argument("-y", required=True, help="its column to plot, e.g. meta_val_nrmse")
     parser.add_argument("-o", "--out", type=Path, required=True, help="the PNG to write")
     args = parser.parse_args()
-    spec = vega_lite(args.revisions, args.target, args.y)
+    spec = vega_lite(args.revisions, args.target, args.x, args.y)
     args.out.write_bytes(vl_convert.vegalite_to_png(vl_spec=spec, scale=2))
     print(f"{args.out}: {args.target} ({args.y}) at {', '.join(args.revisions)}")
 

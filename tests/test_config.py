@@ -1,5 +1,6 @@
 """metalearn.config: loading params.yaml with Hydra, validation errors, learner options, CLI."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -429,3 +430,16 @@ def test_pipeline_datasets_must_match_the_benchmarks():
 def test_jester_parts_are_validated():
     with pytest.raises(ConfigError, match=r"data.jester.download.parts\[0\] = 4"):
         load("data.jester.download.parts=[4]")
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("algo:\n\tsteps: 5\n", "line 2, column 1"), ("algo: {adapt: [all}\n", "line 1, column 19")],
+    ids=["tab", "bracket"],
+)
+def test_a_params_yaml_that_is_not_yaml_names_the_file_line_and_column(tmp_path, text, where):
+    """In one line, before Hydra; every stage script prints it (tests/test_stages.py, slow)."""
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(params))}, {where}: not valid YAML"):
+        load_config(params_path=params)

@@ -103,7 +103,8 @@ def workdir(make_workdir):
     return make_workdir(TINY)
 
 
-@pytest.mark.parametrize("learner", ["maml", pytest.param("imaml", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("learner", ["maml", "imaml"])
 def test_one_and_two_gloo_ranks_reach_the_same_parameters_in_float64(workdir, learner):
     cell = train_cell(load_config(TINY), learner, B)
     params = {}

@@ -276,6 +276,7 @@ def test_the_reports_line_names_each_benchmarks_best_learner():
     assert line == "best: jester-shot10=bias 0.22, omniglot-way5shot1=maml 0.95"
 
 
+@pytest.mark.slow  # the message itself: tests/test_config.py
 @pytest.mark.parametrize(
     ("broken", "line", "column"),
     [("  steps: 50 #", 0, 1), pytest.param("  adapt: all #", None, None, marks=pytest.mark.slow)],

@@ -483,7 +483,8 @@ def test_plots_diff_overlays_two_experiments_meta_val_curves(repo):
     """The documented comparison (docs/experiments.md): one cell's meta-val curve in the
     baseline and in the experiment, from DVC's cache, in one plot."""
     cell = "results/curves/imaml-cosmixture-shot50.csv"
-    cmd = ["dvc", "plots", "diff", "HEAD", "steps3", "--targets", cell, "-y", "meta_val_nrmse"]
+    cmd = ["dvc", "plots", "diff", "HEAD", "steps3", "--targets", cell, "-x", "iteration"]
+    cmd += ["-y", "meta_val_nrmse"]
     done = run_captured([*cmd, "--json"], repo, clean_env(), 120)
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)

@@ -259,7 +259,7 @@ def test_second_repro_runs_nothing(repo):
             marks=slow,
         ),
         ("data.cosmixture.seed", 7, {"episodify@cosmixture-shot50"}),
-        ("eval.tasks", 4, EVALUATE),
+        pytest.param("eval.tasks", 4, EVALUATE, marks=slow),
     ],
 )
 def test_params_edit_makes_only_its_stages_stale(repo, key, value, expected):

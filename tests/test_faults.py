@@ -60,7 +60,9 @@ def test_an_unreachable_tracking_server_fails_in_seconds_with_one_line(workdir):
     assert code == 1 and "Traceback" not in err
     assert err.startswith("error: MLflow tracking server http://127.0.0.1:9 does not answer")
     assert "unset it" in err and len(err.strip().splitlines()) == 1
-    assert seconds < 15, seconds  # interpreter and torch start-up included
+    # interpreter and torch start-up included, under make test's two processes; MLflow's default
+    # retries would take minutes
+    assert seconds < 30, seconds
     assert not paths.model("maml", B).exists()
 
 

@@ -13,7 +13,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: install smoke repro repro-cpu test test-slow mlflow-ui exp-show
 
-# uv installs the project in about 80 s here, where pip took 3 minutes (PyTorch's CUDA build and
+# uv installs the project in about a minute here, where pip took 3 minutes (PyTorch's CUDA build and
 # its libraries, several GB: uv downloads them in parallel). --compile-bytecode as pip does: where
 # PYTHONDONTWRITEBYTECODE is set, every stage would otherwise compile torch anew (import torch
 # 6.5 s instead of 3.5 s).

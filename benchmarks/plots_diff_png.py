@@ -23,7 +23,10 @@ def vega_lite(revisions: list[str], target: str, x: str, y: str) -> dict:
     without the rows that have no ``y``: a curve's meta-val column is filled every
     ``train.val_every`` iterations only, and Vega would draw the empty cells as 0."""
     cmd = ["dvc", "plots", "diff", *revisions, "--targets", target, "-x", x, "-y", y, "--json"]
-    shown = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:  # a revision or target DVC does not know: its own one line
+        raise SystemExit(f"dvc plots diff: {done.stderr.strip() or done.stdout.strip()}")
+    shown = json.loads(done.stdout)
     if shown.get("errors"):
         raise SystemExit(f"dvc plots diff: {shown['errors']}")
     (plot,) = shown["data"][target]

@@ -19,10 +19,10 @@ import vl_convert
 
 
 def vega_lite(revisions: list[str], target: str, x: str, y: str) -> dict:
-    """The Vega-Lite spec ``dvc plots diff -x x -y y`` draws for ``target``, its data inline,
-    without the rows that have no ``y``: a curve's meta-val column is filled every
-    ``train.val_every`` iterations only, and Vega would draw the empty cells as 0."""
-    cmd = ["dvc", "plots", "diff", *revisions, "--targets", target, "-x", x, "-y", y, "--json"]
+    """The Vega-Lite spec ``dvc plots diff -x x -y y --template sparse_linear`` draws for
+    ``target``, its data inline (the template leaves out the rows that have no ``y``)."""
+    cmd = ["dvc", "plots", "diff", *revisions, "--targets", target, "-x", x, "-y", y]
+    cmd += ["--template", "sparse_linear", "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:  # a revision or target DVC does not know: its own one line
         raise SystemExit(f"dvc plots diff: {done.stderr.strip() or done.stdout.strip()}")
@@ -30,10 +30,7 @@ def vega_lite(revisions: list[str], target: str, x: str, y: str) -> dict:
     if shown.get("errors"):
         raise SystemExit(f"dvc plots diff: {shown['errors']}")
     (plot,) = shown["data"][target]
-    spec = plot["content"]
-    values = spec["data"]["values"]
-    spec["data"]["values"] = [row for row in values if row.get(y) not in ("", None)]
-    return spec
+    return plot["content"]
 
 
 def main() -> None:

@@ -484,7 +484,7 @@ def test_plots_diff_overlays_two_experiments_meta_val_curves(repo):
     baseline and in the experiment, from DVC's cache, in one plot."""
     cell = "results/curves/imaml-cosmixture-shot50.csv"
     cmd = ["dvc", "plots", "diff", "HEAD", "steps3", "--targets", cell, "-x", "iteration"]
-    cmd += ["-y", "meta_val_nrmse"]
+    cmd += ["-y", "meta_val_nrmse", "--template", "sparse_linear"]
     done = run_captured([*cmd, "--json"], repo, clean_env(), 120)
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
@@ -492,6 +492,8 @@ def test_plots_diff_overlays_two_experiments_meta_val_curves(repo):
     (plot,) = shown["data"][cell]
     values = plot["content"]["data"]["values"]
     assert plot["revisions"] == ["HEAD", "steps3"]
+    (drawn,) = plot["content"]["transform"]  # without the rows that have no meta-val point
+    assert "meta_val_nrmse" in json.dumps(drawn), drawn
     for rev in ("HEAD", "steps3"):
         points = [v["meta_val_nrmse"] for v in values if v["rev"] == rev and v["meta_val_nrmse"]]
         assert points and all(0 < float(p) < 10 for p in points), (rev, values)

@@ -1,6 +1,7 @@
 # Entry points for a fresh clone; each creates or refreshes the virtual environment first.
 #   make smoke      the real pipeline at tiny settings in a scratch copy (.smoke/): about a minute
-#   make repro      run the whole pipeline (dvc repro): the papers' protocols, a GPU job
+#   make repro      run the whole pipeline (dvc repro): the papers' protocols, a GPU job;
+#                   JOBS=N runs up to N stages at once (python -m metalearn.run, Ray)
 #   make repro-cpu  the CPU recipe: every learner and benchmark in under two hours on 2 cores,
 #                   data from METALEARN_DATA_MIRROR (default ../shared/datasets)
 #   make test       lint, format check and the test suite in two processes (slow-but-rare checks
@@ -28,8 +29,13 @@ install: $(STAMP)
 smoke: $(STAMP)
 	$(PY) -m metalearn.smoke
 
+JOBS ?=
 repro: $(STAMP)
+ifeq ($(JOBS),)
 	$(VENV)/bin/dvc repro
+else
+	$(PY) -m metalearn.run --jobs $(JOBS)
+endif
 
 repro-cpu: $(STAMP)
 	METALEARN_DATA_MIRROR="$${METALEARN_DATA_MIRROR:-$(abspath ../shared/datasets)}" \

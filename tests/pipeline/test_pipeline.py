@@ -703,3 +703,40 @@ def test_a_new_learner_is_one_file_and_runs_through_the_pipeline(tmp_path):
     with sqlite3.connect(root / "mlflow.db") as db:
         names = dict(db.execute("select name, status from runs"))
     assert names["throwaway-cosmixture-shot50@workspace"] == "FINISHED"
+
+
+def trained(repo: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Each benchmark's iMAML meta-parameters (the checkpoint's other fields name its run)."""
+    return {
+        b: torch.load(repo / f"models/{b}/imaml.pt", weights_only=True)["params"]
+        for b in BENCHMARKS
+    }
+
+
+@pytest.mark.slow
+def test_the_ray_runner_with_two_jobs_leaves_what_dvc_repro_leaves(repo):
+    """python -m metalearn.run --jobs 2 after a K edit: the stages dvc repro runs, the same
+    per-task scores and models (same seeds), every stage recorded (dvc status clean)."""
+    change = {"algo.steps": 3}
+    trains = {f"train@imaml-{b}" for b in BENCHMARKS}
+    try:
+        set_params(repo, change)
+        sequential = stages_run(run(repo, "dvc", "repro"))
+        assert sequential == {"resolve", *trains, *EVALUATE, "report"}
+        expected = trained(repo)
+        left_stale = stale(repo)  # the pipelines run only when asked for (tuning/dvc.yaml)
+        scores = {b: pl.read_parquet(repo / f"results/eval/{b}/imaml.parquet") for b in BENCHMARKS}
+        restore(repo)
+        set_params(repo, change)
+        log = run(repo, sys.executable, "-m", "metalearn.run", "--jobs", "2")
+        ran = {line.split(" (")[0] for line in log.splitlines() if " s): " in line}
+        assert ran == sequential, log
+        assert f"{len(sequential)} stages ran" in log
+        for b, params in trained(repo).items():
+            assert params.keys() == expected[b].keys()
+            assert all(torch.equal(params[k], expected[b][k]) for k in params), b
+        for b in BENCHMARKS:
+            assert pl.read_parquet(repo / f"results/eval/{b}/imaml.parquet").equals(scores[b])
+        assert stale(repo) == left_stale
+    finally:
+        restore(repo)

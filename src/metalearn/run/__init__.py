@@ -1,0 +1,1 @@
+"""The pipeline's stale stages, several at once, on the devices Ray knows of."""

@@ -4,29 +4,32 @@ upstream stages; which of them are stale; and a finished stage recorded in ``dvc
 DVC runs a pipeline one stage at a time and holds its repository lock while a stage runs. Here
 a stage's command runs outside DVC (as ``dvc repro`` would run it: through the shell, in the
 stage's folder, with ``DVC_ROOT`` and ``DVC_STAGE`` set) and DVC itself records it afterwards
-(``dvc commit --force``), so the lock is held for the bookkeeping only.
+(what ``dvc commit --force`` does, through DVC's Python API), so the lock is held for the
+bookkeeping only.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import re
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import networkx as nx
 from dvc.exceptions import DvcException
-from dvc.repo import Repo
+from dvc.lock import LockError
+from dvc.repo import Repo, lock_repo
 
 from metalearn.errors import StageError
 
-# DVC prints this when another DVC process holds the repository lock.
-_LOCKED = re.compile(r"unable to acquire lock", re.IGNORECASE)
 LOCK_PATIENCE_ENV = "METALEARN_DVC_LOCK_SECONDS"
+T = TypeVar("T")
+# DVC's API logs what its commands print ("Updating lock file 'dvc.lock'"): the runner prints
+# its own line a stage; DVC's warnings and errors stay.
+logging.getLogger("dvc").setLevel(logging.WARNING)
 
 
 class DvcError(StageError):
@@ -89,45 +92,55 @@ def stale(root: Path, names: list[str]) -> set[str]:
     dependency, a parameter or an output differs from ``dvc.lock``, or they never ran."""
     if not names:
         return set()
-    shown = json.loads(dvc(root, "status", "--json", *names) or "{}")
-    return set(shown) & set(names)
+
+    def status() -> set[str]:
+        with Repo(str(root)) as repo:
+            return set(repo.status(targets=names)) & set(names)
+
+    return _patiently(root, "status", status)
 
 
 def record(root: Path, names: list[str]) -> None:
-    """Record finished stages in ``dvc.lock`` (their dependencies' and outputs' hashes, outputs
-    into DVC's cache), as ``dvc repro`` does after each stage."""
-    if names:
-        dvc(root, "commit", "--force", *names)
+    """Record finished stages in ``dvc.lock`` as ``dvc commit --force`` does (their
+    dependencies' and outputs' hashes, outputs into DVC's cache), writing each ``dvc.lock`` once
+    for all of them: DVC re-reads and rewrites the whole file on every write."""
+    if not names:
+        return
+
+    def commit() -> None:
+        with Repo(str(root)) as repo, lock_repo(repo):
+            files: dict[str, tuple[Any, list[Any]]] = {}
+            for name in names:
+                for info in repo.stage.collect_granular(name):
+                    info.stage.save()
+                    info.stage.commit(filter_info=info.filter_info)
+                    dvcfile = info.stage.dvcfile
+                    files.setdefault(dvcfile.path, (dvcfile, []))[1].append(info.stage)
+            for dvcfile, stages in files.values():
+                dvcfile.dump_stages(stages, update_pipeline=False)
+
+    _patiently(root, "commit", commit)
 
 
-def dvc(root: Path, *args: str) -> str:
-    """``dvc args`` in ``root``, its standard output. While another DVC process holds the
-    repository lock (a ``dvc status`` in another terminal), try again with a growing pause, for
-    up to ``METALEARN_DVC_LOCK_SECONDS`` (default 120 s) in all."""
+def _patiently(root: Path, what: str, call: Callable[[], T]) -> T:
+    """``call()``; while another DVC process holds the repository lock (a ``dvc status`` in
+    another terminal), again after a growing pause, for up to ``METALEARN_DVC_LOCK_SECONDS``
+    (default 120 s) in all. DVC's own failures become one line."""
     patience = float(os.environ.get(LOCK_PATIENCE_ENV, "120"))
     deadline = time.monotonic() + patience
     pause = 0.25
     while True:
-        done = subprocess.run(
-            [sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True
-        )
-        if done.returncode == 0:
-            return done.stdout
-        message = _last_error(done.stderr or done.stdout)
-        if not _LOCKED.search(done.stderr + done.stdout):
-            raise DvcError(f"dvc {args[0]} failed: {message}")
-        if time.monotonic() + pause > deadline:
-            raise DvcError(
-                f"DVC's lock ({root}/.dvc/tmp/lock) stayed taken for {patience:.0f} s: another "
-                "dvc command is running in this workspace (a dvc repro, dvc exp run or an "
-                "editor's DVC extension); let it finish or stop it, then run this again "
-                f"(or allow longer: {LOCK_PATIENCE_ENV})"
-            )
+        try:
+            return call()
+        except LockError:
+            if time.monotonic() + pause > deadline:
+                raise DvcError(
+                    f"DVC's lock ({root}/.dvc/tmp/lock) stayed taken for {patience:.0f} s: "
+                    "another dvc command is running in this workspace (a dvc repro, dvc exp "
+                    "run or an editor's DVC extension); let it finish or stop it, then run "
+                    f"this again (or allow longer: {LOCK_PATIENCE_ENV})"
+                ) from None
+        except DvcException as error:
+            raise DvcError(f"dvc {what} failed: {error}") from None
         time.sleep(pause)
         pause = min(2 * pause, 8.0)
-
-
-def _last_error(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    return (errors or lines or ["(no message)"])[-1]

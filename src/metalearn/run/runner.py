@@ -2,7 +2,7 @@
 
 A stage starts when every stage upstream of it is done and ``dvc status`` finds it stale, in a
 Ray task that asks for the stage's ``meta.resources`` (dvc.yaml); the runner records each
-finished stage in ``dvc.lock`` through ``dvc commit`` (stages that finish together in one call),
+finished stage in ``dvc.lock`` as ``dvc commit`` does (stages that finish together in one write),
 so the outcome is what a sequential ``dvc repro`` leaves. The first failing stage stops the
 others and fails the run with its error line; what finished stays recorded, and a rerun goes on
 with what is still stale.
@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import ray
 
-from metalearn.errors import StageError
-from metalearn.lifetime import interruptible
+from metalearn.errors import InterruptedStage, StageError
+from metalearn.lifetime import die_with_parent
 from metalearn.run import plan
 from metalearn.run.plan import StageJob
 from metalearn.run.stage_task import STOP_SECONDS, run_stage
@@ -103,28 +104,56 @@ class _Schedule:
         self.root = root
         self.pending = {stage.name: stage for stage in stages}
         self.queue: list[StageJob] = []  # stale and ready, waiting for a slot
-        self.running: dict[ray.ObjectRef, tuple[StageJob, float]] = {}
+        self.running: dict[ray.ObjectRef, StageJob] = {}
         self.done: set[str] = set()
         self.jobs = max(1, jobs)
         self.resources = resources
         self.echo = echo
         self.outcome = Outcome()
+        self.signal: int | None = None
 
     def run(self) -> Outcome:
         start = time.monotonic()
         try:
-            with interruptible():
+            with self._signals_noted():
                 while self.pending or self.queue or self.running:
                     self._start_ready()
                     if self.running:
                         self._finish(self._wait())
                     elif self.pending and not self.queue:
                         raise RuntimeError(f"stages that never become ready: {list(self.pending)}")
+                    self._stop_if_signalled()
         except BaseException:
             self._stop_running()
             raise
         self.outcome.seconds = time.monotonic() - start
         return self.outcome
+
+    @contextlib.contextmanager
+    def _signals_noted(self) -> Iterator[None]:
+        """SIGINT and SIGTERM (also sent when the parent process ends) are noted, and the loop
+        stops at its next turn, within a second: an exception raised from the handler inside
+        Ray's or DVC's calls would leave them half done. A second signal acts at once."""
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def note(signum: int, frame: object) -> None:
+            self.signal = signum
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+        for s in previous:
+            signal.signal(s, note)
+        die_with_parent()
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _stop_if_signalled(self) -> None:
+        if self.signal is not None:
+            name = signal.Signals(self.signal).name
+            raise InterruptedStage(f"stopped by {name}", self.signal)
 
     def _start_ready(self) -> None:
         """Queue the stale stages whose upstream is done, then start what the slots allow. A
@@ -149,25 +178,25 @@ class _Schedule:
         ref = task.remote(
             stage.commands, stage.wdir, {**env, **stage.env}, stage.clear, str(self._log(stage))
         )
-        self.running[ref] = (stage, time.monotonic())
+        self.running[ref] = stage
 
     def _log(self, stage: StageJob) -> Path:
         return self.root / RUNS / (re.sub(r"[^\w@.-]+", "_", stage.name) + ".log")
 
     def _wait(self) -> list[ray.ObjectRef]:
         """The tasks that have finished, at least one (several finish together on a big run:
-        they are recorded in one ``dvc commit``)."""
+        they are recorded in one write of ``dvc.lock``)."""
         refs = list(self.running)
         while not ray.wait(refs, num_returns=1, timeout=1.0)[0]:
-            pass  # back in Python every second: a signal's handler runs (Ctrl-C)
+            self._stop_if_signalled()
         return ray.wait(refs, num_returns=len(refs), timeout=0)[0]
 
     def _finish(self, finished: list[ray.ObjectRef]) -> None:
         succeeded, failed = [], []
         for ref in finished:
-            stage, started = self.running.pop(ref)
-            code = ray.get(ref)
-            (failed if code else succeeded).append((stage, code, time.monotonic() - started))
+            stage = self.running.pop(ref)
+            code, seconds = ray.get(ref)
+            (failed if code else succeeded).append((stage, code, seconds))
         plan.record(self.root, [stage.name for stage, _, _ in succeeded])
         for stage, _, seconds in succeeded:
             self.done.add(stage.name)
@@ -187,22 +216,24 @@ class _Schedule:
         were, their MLflow runs end KILLED: metalearn.lifetime). One that finished before its
         cancellation took effect is recorded like any other."""
         refs = list(self.running)
+        if not refs:
+            return
         for ref in refs:
             ray.cancel(ref)
         finished, left = ray.wait(refs, num_returns=len(refs), timeout=STOP_SECONDS + 10)
         for ref in left:
             ray.cancel(ref, force=True)
-        succeeded = [self.running[ref][0].name for ref in finished if _exit_code(ref) == 0]
+        succeeded = [self.running[ref].name for ref in finished if _exit_code(ref) == 0]
         with contextlib.suppress(StageError):
             plan.record(self.root, succeeded)
-        for stage, _ in self.running.values():
+        for stage in self.running.values():
             self.echo(f"{stage.name}: {'done' if stage.name in succeeded else 'stopped'}")
         self.running.clear()
 
 
 def _exit_code(ref: ray.ObjectRef) -> int | None:
     try:
-        return ray.get(ref, timeout=0)
+        return ray.get(ref, timeout=0)[0]
     except (ray.exceptions.RayError, KeyboardInterrupt):  # cancelled, or its worker gone
         return None
 

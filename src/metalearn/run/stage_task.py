@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,9 +27,10 @@ _POLL_SECONDS = 0.2
 @ray.remote(max_retries=0)
 def run_stage(
     commands: Sequence[str], cwd: str, env: Mapping[str, str], clear: Sequence[str], log: str
-) -> int:
+) -> tuple[int, float]:
     """Run ``commands`` one after another through the shell, as ``dvc repro`` does, with their
-    output in the file ``log``; the exit status of the first that fails, or 0.
+    output in the file ``log``: the exit status of the first that fails (or 0), and the seconds
+    they took.
 
     The stage sees the GPUs Ray gave this task in ``CUDA_VISIBLE_DEVICES`` and no other (none
     when it was given none). When Ray cancels the task (the runner stopping), the command gets
@@ -40,6 +42,7 @@ def run_stage(
     for path in clear:
         _remove(Path(cwd, path))
     shell = os.environ.get("SHELL") or "/bin/sh"
+    start = time.monotonic()
     with open(log, "w") as out:
         for command in commands:
             process = subprocess.Popen(
@@ -52,8 +55,8 @@ def run_stage(
                 _stop(process)
                 raise
             if code != 0:
-                return code
-    return 0
+                return code, time.monotonic() - start
+    return 0, time.monotonic() - start
 
 
 def _wait(process: subprocess.Popen) -> int:

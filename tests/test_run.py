@@ -16,6 +16,8 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
+from metalearn.run import plan
+
 # The stages' one script: each mode is a stage's behaviour, coordinated through files.
 STAGE = """
 import os, sys, time
@@ -239,3 +241,16 @@ def test_bad_arguments_get_one_line(tmp_path, args):
     assert code in (1, 2), err
     assert "Traceback" not in err
     assert "--jobs must be 1 or more" in err or "no-such-stage" in err
+
+
+def test_the_plan_reads_a_project_from_another_working_directory(tmp_path, monkeypatch):
+    """The runner's parts take the project's root, wherever the caller stands (DVC resolves a
+    target against the working directory)."""
+    (tmp_path / "project").mkdir()
+    repo = project(
+        tmp_path / "project", {"a": stage("a", "a.txt"), "b": stage("b", "b.txt", deps=["a.txt"])}
+    )
+    monkeypatch.chdir(tmp_path)
+    jobs = {job.name: job for job in plan.load(repo, ["dvc.yaml"])}
+    assert set(jobs) == {"a", "b"} and jobs["b"].upstream == {"a"}
+    assert plan.stale(repo, ["a", "b"]) == {"a", "b"}

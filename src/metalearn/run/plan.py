@@ -10,6 +10,7 @@ bookkeeping only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -60,7 +61,7 @@ def load(root: Path, targets: list[str]) -> list[StageJob]:
     """The targets' stages and every stage upstream of them, upstream first (``dvc repro``'s
     order). A target is what ``dvc repro`` takes: a stage, ``path/dvc.yaml:stage`` or a
     ``dvc.yaml`` (all its stages)."""
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(str(root)) as repo:  # DVC reads a target from the cwd
         stages = []
         for target in targets:
             try:
@@ -94,7 +95,7 @@ def stale(root: Path, names: list[str]) -> set[str]:
         return set()
 
     def status() -> set[str]:
-        with Repo(str(root)) as repo:
+        with contextlib.chdir(root), Repo(str(root)) as repo:
             return set(repo.status(targets=names)) & set(names)
 
     return _patiently(root, "status", status)
@@ -108,7 +109,7 @@ def record(root: Path, names: list[str]) -> None:
         return
 
     def commit() -> None:
-        with Repo(str(root)) as repo, lock_repo(repo):
+        with contextlib.chdir(root), Repo(str(root)) as repo, lock_repo(repo):
             files: dict[str, tuple[Any, list[Any]]] = {}
             for name in names:
                 for info in repo.stage.collect_granular(name):

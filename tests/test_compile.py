@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from metalearn import paths
 from metalearn.config import load_config
@@ -75,3 +76,20 @@ def test_a_learner_torch_cannot_compile_fails_naming_the_fix(source, monkeypatch
     cell = train_cell(load_config([*TINY, "train.compile=true"]), "fomaml", B)
     with pytest.raises(CompileError, match=r"fomaml on cosmixture-shot50: .*train\.compile: false"):
         meta_train(cell, source, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_mamlpps_schedule_reaches_the_compiled_meta_gradient_without_a_compile_a_step(source):
+    """MAML++'s loss weights change every iteration and its flags flip twice: the compiled
+    meta-gradient follows them (eager's numbers) and torch compiles three graphs, not one an
+    iteration."""
+    options = ["algo.mamlpp.msl_iterations=3", "algo.mamlpp.first_order_until=2"]
+    config = load_config([*TINY, *options, "train.iterations=6", "train.compile=false"])
+    cell = train_cell(config, "mamlpp", B)
+    eager = meta_train(cell, source, torch.device("cpu"))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = meta_train(dataclasses.replace(cell, compile=True), source, torch.device("cpu"))
+    for k, v in eager.params.items():
+        torch.testing.assert_close(compiled.params[k], v, rtol=1e-5, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 3

@@ -82,6 +82,7 @@ def test_every_value_of_the_sections_train_reads_is_in_its_spec():
     })  # fmt: skip
     base = spec_of([])
     other = {"auto": "cpu", "tanh": "relu", "head": "all", "all": "head", "factors": "mlp"}
+    other |= {"constant": "cosine"}
     for key, value in leaves.items():
         if key in ("train.workers", "algo.imaml.eval_steps"):
             continue  # not a training value: see the test above; eval_steps is meta-test's
@@ -98,6 +99,10 @@ def test_every_value_of_the_sections_train_reads_is_in_its_spec():
         else:
             new = str(value + 1 if isinstance(value, int) else value * 2)
         entry = f"++pipeline.benchmarks.{B}.{key}={new}"
+        if key == "train.meta_lr_floor":  # the floor of the cosine schedule, in its spec
+            cosine = f"++pipeline.benchmarks.{B}.train.meta_lr_schedule=cosine"
+            assert spec_of([cosine, entry.replace("=0.0", "=0.5")]) != spec_of([cosine]), key
+            continue
         assert spec_of([entry]) != base, f"{key} does not reach the train spec"
 
 
@@ -117,8 +122,9 @@ def test_the_training_code_never_sees_the_config():
 
 def test_a_cells_spec_holds_every_field_but_workers():
     """What the spec leaves out cannot change the numbers: the worker count, the name of the
-    stage that trains the cell, and the keys its fix hints name."""
-    cell = train_cell(load_config(), "imaml", B)
+    stage that trains the cell, and the keys its fix hints name. (A constant outer step size
+    leaves the schedule's fields out: the floor does not change its numbers.)"""
+    cell = train_cell(load_config(["train.meta_lr_schedule=cosine"]), "imaml", B)
     leaves = set(flatten(cell.spec()))
     for field in dataclasses.fields(cell):
         found = {leaf for leaf in leaves if leaf.split(".")[-1] == field.name}

@@ -25,7 +25,7 @@ from metalearn.stages import evaluate as evaluate_stage
 from metalearn.stages import report as report_stage
 from metalearn.stages import train as train_stage
 from metalearn.stages.cli import brief, main
-from metalearn.training import NonFiniteError, Task, meta_train
+from metalearn.training import Adam, NonFiniteError, Task, build_learner, meta_lr_at, meta_train
 from tests.tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +78,43 @@ def test_the_logged_model_predicts_as_meta_test_scored(workdir):
     tasks = {"support_x": sx[:3].numpy(), "support_y": sy[:3].numpy(), "query_x": qx[:3].numpy()}
     predicted = torch.from_numpy(model.predict(tasks))
     per_task = pl.read_parquet(paths.eval_per_task("maml", "cosmixture-shot50"))
+    first_seed = next(c for c in per_task.columns if c.startswith("nrmse_seed"))
+    scored = torch.tensor(per_task[first_seed].to_numpy())
+    assert torch.allclose(rmse(predicted, qy[:3]), scored, rtol=1e-5, atol=1e-6)
+
+
+def test_each_iteration_gets_its_outer_step_size_and_the_learner_its_iteration(
+    workdir, monkeypatch
+):
+    cfg = load_config([*TINY, "train.meta_lr_schedule=cosine", "train.meta_lr_floor=0.5"])
+    cell = train_cell(cfg, "mamlpp", "cosmixture-shot50")
+    seen = []
+    step = Adam.step
+    monkeypatch.setattr(Adam, "step", lambda self, p, g: (seen.append(self.lr), step(self, p, g)))
+    learner_type = type(build_learner(cell))
+    told = []
+    set_iteration = learner_type.set_iteration
+    monkeypatch.setattr(
+        learner_type, "set_iteration", lambda self, t: (told.append(t), set_iteration(self, t))
+    )
+    meta_train(cell, load_episodes(paths.episodes("cosmixture-shot50")), torch.device("cpu"))
+    assert told == [0, 1, 2, 3, 4]  # 0: the learner built
+    assert seen == [meta_lr_at(cell, t) for t in told[1:]]
+    assert seen[0] == cell.meta_lr and seen[-1] == pytest.approx(0.5 * cell.meta_lr)
+
+
+def test_mamlpp_trains_meta_tests_and_logs_a_model_that_predicts_as_scored(workdir):
+    cfg = load_config([*TINY, "pipeline.learners=[mamlpp]", "algo.mamlpp.first_order_until=1"])
+    run_id = train_stage.run(train_cell(cfg, "mamlpp", "cosmixture-shot50"))["mlflow_run_id"]
+    checkpoint = torch.load(paths.model("mamlpp", "cosmixture-shot50"), weights_only=True)
+    learned = [k for k in checkpoint["seed_params"][0] if k.startswith("inner_lr/")]
+    assert len(learned) == 2 * 6  # a step size per inner step (2) and tensor (the MLP's 6)
+    evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    (sx, sy), (qx, qy) = load_episodes(paths.episodes("cosmixture-shot50")).fixed_tasks("test")
+    tasks = {"support_x": sx[:3].numpy(), "support_y": sy[:3].numpy(), "query_x": qx[:3].numpy()}
+    predicted = torch.from_numpy(model.predict(tasks))
+    per_task = pl.read_parquet(paths.eval_per_task("mamlpp", "cosmixture-shot50"))
     first_seed = next(c for c in per_task.columns if c.startswith("nrmse_seed"))
     scored = torch.tensor(per_task[first_seed].to_numpy())
     assert torch.allclose(rmse(predicted, qy[:3]), scored, rtol=1e-5, atol=1e-6)

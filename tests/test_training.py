@@ -1,4 +1,8 @@
-"""The training loop's own parts: Adam against torch's, and the divergence check."""
+"""The training loop's own parts: Adam against torch's, the outer step size's schedule, and the
+divergence check."""
+
+import dataclasses
+import math
 
 import pytest
 import torch
@@ -6,7 +10,7 @@ import torch
 from metalearn.config import load_config
 from metalearn.config.learners import setting_keys
 from metalearn.spec import train_cell
-from metalearn.training import DIVERGENCE, Adam, NonFiniteError, _check_divergence
+from metalearn.training import DIVERGENCE, Adam, NonFiniteError, _check_divergence, meta_lr_at
 
 
 def test_adam_matches_torch_adam_in_float64():
@@ -45,3 +49,19 @@ def test_setting_keys_follow_the_precedence():
     alpine = setting_keys(cfg, "maml", "alpine-shot50")  # the benchmark's shared key wins
     assert alpine["steps"] == "pipeline.benchmarks.alpine-shot50.algo.steps"
     assert alpine["meta_lr"] == "pipeline.benchmarks.alpine-shot50.algo.maml.meta_lr"
+
+
+def test_the_cosine_schedule_falls_from_meta_lr_to_its_floor():
+    cell = dataclasses.replace(
+        train_cell(load_config(), "maml", "cosmixture-shot50"),
+        meta_lr=0.01, iterations=5, meta_lr_schedule="cosine", meta_lr_floor=0.1,
+    )  # fmt: skip
+    got = [meta_lr_at(cell, t) for t in range(1, 6)]
+    assert got[0] == 0.01  # the first iteration: meta_lr
+    assert got[2] == pytest.approx(0.01 * (0.1 + 0.9 * 0.5))  # halfway: halfway to the floor
+    assert got[1] == pytest.approx(0.01 * (0.1 + 0.9 * (1 + math.cos(math.pi / 4)) / 2))
+    assert got[-1] == pytest.approx(0.001)  # the last: floor x meta_lr
+    assert got == sorted(got, reverse=True)
+    assert meta_lr_at(dataclasses.replace(cell, iterations=1), 1) == 0.01
+    constant = dataclasses.replace(cell, meta_lr_schedule="constant")
+    assert [meta_lr_at(constant, t) for t in range(1, 6)] == [0.01] * 5

@@ -32,6 +32,8 @@ class TrainCell:
     adapt: str  # algo.adapt: "all", or "head" (the inner loop moves the head only)
     iterations: int
     meta_lr: float
+    meta_lr_schedule: str  # constant | cosine (training.meta_lr_at)
+    meta_lr_floor: float  # cosine's last step size, a fraction of meta_lr
     model: ModelConfig
     meta_batch: int
     val_every: int
@@ -54,6 +56,8 @@ class TrainCell:
             return {**head, "algo": algo, "train": train}
         algo = {"adapt": self.adapt, **self.options}
         algo |= {"iterations": self.iterations, "meta_lr": self.meta_lr}
+        if self.meta_lr_schedule != "constant":  # a constant cell's spec is as it was
+            algo |= {"meta_lr_schedule": self.meta_lr_schedule, "meta_lr_floor": self.meta_lr_floor}
         keys = ("meta_batch", "val_every", "seed", "seeds", "compile", "processes")
         train = {k: getattr(self, k) for k in keys}
         train |= {"device": self.device, "threads": self.threads}

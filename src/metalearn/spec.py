@@ -60,6 +60,8 @@ def train_cell(cfg: Config, learner: str, benchmark: str) -> TrainCell:
         adapt=b.algo.adapt,
         iterations=steps,
         meta_lr=meta_lr(b, learner),
+        meta_lr_schedule=b.train.meta_lr_schedule,
+        meta_lr_floor=b.train.meta_lr_floor,
         model=b.model,
         meta_batch=b.train.meta_batch,
         val_every=b.train.val_every,

@@ -234,6 +234,8 @@ def meta_train(
     first_loss = None
     for iteration in bar:
         stop_if_interrupted()
+        optimizer.lr = meta_lr_at(cell, iteration)
+        learner.set_iteration(iteration)
         support, query = to_device(source.sample_train(cell.meta_batch, tasks_rng), device)
         if shard is not None:  # every rank drew the same batch: this rank's tasks of it
             support, query = shard.take((support, query), cell.meta_batch)
@@ -257,6 +259,18 @@ def meta_train(
     result.seconds = time.perf_counter() - start
     result.params, result.best_iteration, result.best_val = best.params, best.iteration, best.value
     return result
+
+
+def meta_lr_at(cell: TrainCell, iteration: int) -> float:
+    """The outer step size at ``iteration`` (1 to ``cell.iterations``): ``meta_lr`` throughout
+    for ``constant``; for ``cosine`` (Loshchilov & Hutter, 2017, without restarts)
+    ``meta_lr * (f + (1 - f) * (1 + cos(pi * (t - 1) / (T - 1))) / 2)`` with ``f`` the floor:
+    ``meta_lr`` at the first iteration, ``f * meta_lr`` at the last."""
+    if cell.meta_lr_schedule == "constant" or cell.iterations == 1:
+        return cell.meta_lr
+    progress = (iteration - 1) / (cell.iterations - 1)
+    floor = cell.meta_lr_floor
+    return cell.meta_lr * (floor + (1 - floor) * (1 + math.cos(math.pi * progress)) / 2)
 
 
 def training_seeds(cell: TrainCell) -> list[int]:

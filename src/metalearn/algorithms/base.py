@@ -93,6 +93,7 @@ class MetaLearner(ABC):
         **options: Any,
     ) -> None:
         self.steps = check_int("steps", steps)
+        self.iteration = 0  # of meta-training (set_iteration); 0 outside it
         self.inner_lr = check_positive("inner_lr", inner_lr)
         if isinstance(adapt_keys, str):
             adapt_keys = [adapt_keys]
@@ -105,6 +106,12 @@ class MetaLearner(ABC):
                 )
         for key, option in self.options.items():
             setattr(self, key, option.check(key, options.get(key, option.default)))
+
+    def set_iteration(self, iteration: int) -> None:
+        """The training loop calls this before each meta-gradient (from 1): a learner whose
+        meta-gradient changes over meta-training (MAML++'s loss weights and derivative order)
+        reads ``self.iteration``. Adaptation never depends on it."""
+        self.iteration = iteration
 
     def meta_params(self, params: Params) -> Params:
         """What meta-training learns, from the model's initial ``params``: those, and any

@@ -97,6 +97,10 @@ class ModelConfig:
 @section
 class TrainConfig:
     meta_lr: Positive
+    # the outer step size over meta-training: constant, or cosine from meta_lr at the first
+    # iteration to meta_lr_floor x meta_lr at the last (training.meta_lr_at)
+    meta_lr_schedule: Literal["constant", "cosine"]
+    meta_lr_floor: Annotated[Float, Field(ge=0, le=1)]
     meta_batch: AtLeast1
     iterations: AtLeast1
     val_every: AtLeast1

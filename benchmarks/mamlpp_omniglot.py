@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from metalearn.evaluation import per_task_scores
 from metalearn.metrics import mean_ci
 from metalearn.paired import paired_comparison
 from metalearn.runtime import torch_runtime
-from metalearn.spec import train_cell
+from metalearn.spec import evaluate_cell, train_cell
 from metalearn.training import Task, build_learner, meta_train, to_device
 
 BENCHMARK = "omniglot-way5shot1"
@@ -94,8 +95,8 @@ def main() -> None:
     ]
     cfg = load_config(overrides)
     base = train_cell(cfg, "maml", BENCHMARK)
-    eval_steps = cfg.pipeline.benchmarks[BENCHMARK].eval.steps or base.options["steps"]
-    n_tasks = cfg.pipeline.benchmarks[BENCHMARK].eval.tasks or cfg.eval.tasks
+    meta_test = evaluate_cell(cfg, BENCHMARK)
+    eval_steps, n_tasks = meta_test.eval_steps["maml"], meta_test.tasks
     device = torch_runtime(base)
     source = load_episodes(paths.episodes(BENCHMARK))
     (sx, sy), (qx, qy) = source.fixed_tasks("test")
@@ -138,7 +139,7 @@ def write(args, scores, curves, rows, n_tasks, eval_steps) -> None:
     lines = [
         f"# MAML++'s tricks on {BENCHMARK}, {args.iterations} iterations each",
         "",
-        f"`{' '.join(sys.argv)}`: one training seed per arm, the same initialisation and task",
+        f"`{shlex.join(sys.argv)}`: one training seed per arm, the same initialisation and task",
         f"stream; accuracy on the first {n_tasks} fixed meta-test tasks after {eval_steps} inner",
         "steps (95 % interval over tasks); each arm against `maml` task by task (mean difference",
         "with its 95 % interval, two-sided Wilcoxon signed-rank p). Seconds per iteration include",

@@ -8,6 +8,9 @@ Two pipelines at the smoke run's tiny settings, each in a scratch copy of this c
 synthetic benchmarks: 14 train stages, benchmarks/stage_gap.py's one group). Each copy is built
 once, then every timed command starts from a new ``train.seed``, so each re-trains every cell,
 evaluates and reports; the best round counts. Alone on the machine: the commands share its cores.
+
+It first prints a projection (``--recipe-only``: that alone): the CPU recipe's stages on 1 to 8
+devices, bounded from the recipe's recorded times (:func:`recipe_bounds`).
 """
 
 from __future__ import annotations
@@ -74,6 +77,28 @@ def projected(seconds: dict[str, float], upstream: dict[str, frozenset[str]], sl
     return max(finish.values())
 
 
+# The CPU recipe's run of 2026-12-01 (docs/protocols.md "Where the recipe's time goes"): its
+# train stages' training seconds, their count, the mean gap between one train stage's last metric
+# and the next one's start, of which DVC's rewrite of dvc.lock (py-spy), the evaluate stages'
+# seconds and count, and the longest train stage (MAML on Omniglot 5-way 1-shot).
+RECIPE = {"train": 3098.0, "trains": 112, "gap": 11.8, "dvc_lock": 2.6, "evaluate": 1483.0,
+          "evaluates": 16, "longest_train": 486.0}  # fmt: skip
+
+
+def recipe_bounds(slots: int) -> tuple[float, float, float, float]:
+    """``(work, critical path, lower, upper)``: the CPU recipe's stages on ``slots`` devices as
+    fast as this machine's two cores, from its aggregate times (its per-stage times were not
+    kept). ``work`` is every stage's own time (its interpreter and set-up included, DVC's
+    rewrite of dvc.lock not: the runner does that on the head while others run); the critical
+    path is the longest train stage, then an evaluate stage of mean length. Any schedule takes
+    at least ``max(work / slots, path)``; Ray's list scheduling at most
+    ``work / slots + (1 - 1 / slots) path`` (Graham's bound)."""
+    r = RECIPE
+    work = r["train"] + r["trains"] * (r["gap"] - r["dvc_lock"]) + r["evaluate"]
+    path = r["longest_train"] + r["gap"] + r["evaluate"] / r["evaluates"]
+    return work, path, max(work / slots, path), work / slots + (1 - 1 / slots) * path
+
+
 def clean(repo: Path) -> None:
     """``dvc status dvc.yaml`` has nothing to say: every stage recorded."""
     done = run_captured(["dvc", "status", "dvc.yaml"], repo, clean_env(), 600)
@@ -85,7 +110,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/metalearn-runner"))
+    parser.add_argument(
+        "--recipe-only", action="store_true", help="only the CPU recipe's projection (no runs)"
+    )
     args = parser.parse_args()
+    print_recipe_projection()
+    if args.recipe_only:
+        return
     shutil.rmtree(args.dir, ignore_errors=True)
     repos = {}
     for name, (params, _) in PIPELINES.items():
@@ -123,6 +154,18 @@ def main() -> None:
             + " | ".join(f"{w:.1f} s" for w in walls)
             + " |"
         )
+
+
+def print_recipe_projection() -> None:
+    work, path, _, _ = recipe_bounds(1)
+    print(
+        f"Projection, not a measurement: the CPU recipe's stages ({work:.0f} s of work, a "
+        f"critical path of {path:.0f} s) on N devices each as fast as this machine\n"
+        "| devices | at least | at most |\n|---|---|---|"
+    )
+    for slots in (1, 2, 4, 8):
+        _, _, lower, upper = recipe_bounds(slots)
+        print(f"| {slots} | {lower / 60:.1f} min | {upper / 60:.1f} min |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """MAML++'s tricks on Omniglot at one CPU budget: every trick, each alone, and MAML, paired.
 
-    .venv/bin/python benchmarks/mamlpp_omniglot.py [--iterations 500] [--out DIR] [-o KEY=VALUE]
+    python benchmarks/mamlpp_omniglot.py [--iterations 500] [--seeds 2] [--out DIR] [-o KEY=VALUE]
 
 Run it in a workspace that holds ``data/episodes/<benchmark>`` (``dvc repro
 episodify@omniglot-way5shot1``; with the local mirror, docs/data.md). Every arm meta-trains from
@@ -8,7 +8,7 @@ the same initialisation on the same stream of tasks for the same number of itera
 ``maml`` cell of the benchmark with this study's settings, below), keeps its best meta-val
 point, and is scored on the same first ``eval.tasks`` fixed meta-test tasks; each arm is
 compared with ``maml`` task by task (metalearn.paired: mean difference, Student-t interval,
-Wilcoxon p). One training seed per arm: the intervals are over tasks, not over seeds.
+Wilcoxon p) on each task's accuracy averaged over the arm's training seeds (``--seeds``).
 
 Writes to ``--out``: ``summary.md`` (the table), ``per_task.csv`` (every arm's accuracy per
 task), ``curves.csv`` and ``curves.png`` (meta-val accuracy against iteration).
@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import polars as pl
 
 from metalearn import paths
@@ -82,6 +83,7 @@ def arm_cell(base: TrainCell, learner: str, options: dict, fields: dict) -> Trai
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--seeds", type=int, default=2, help="training seeds per arm")
     parser.add_argument("--out", type=Path, default=Path("results/studies/mamlpp-omniglot"))
     parser.add_argument("-o", "--override", action="append", default=[], help="a params override")
     parser.add_argument("--arms", nargs="*", help="a subset of the arms, by name")
@@ -104,60 +106,83 @@ def main() -> None:
     chosen = {k: v for k, v in arms(args.iterations).items() if not args.arms or k in args.arms}
     scores, curves, rows = {}, [], []
     for name, (learner, options, fields) in chosen.items():
-        cell = arm_cell(base, learner, options, fields)
-        print(f"{name}: {cell.learner} {cell.options} {fields}", file=sys.stderr, flush=True)
-        result = meta_train(cell, source, device)
-        task = Task.build(cell.model, source, learner, device)
-        scorer = build_learner(cell, eval_steps)
-        scores[name] = per_task_scores(
-            scorer, task.loss_fn, task.predict, result.params, tasks, task.loss_kind
-        ).numpy()
-        curves += [
-            {"arm": name, "iteration": row["iteration"], "meta_val": row["meta_val_accuracy"]}
-            for row in result.curve
-            if "meta_val_accuracy" in row
-        ]
-        rows.append((name, result.seconds / args.iterations, result.best_iteration))
-        print(f"{name}: {scores[name].mean():.4f} ({result.seconds:.0f} s)", file=sys.stderr)
-    write(args, scores, curves, rows, n_tasks, eval_steps)
+        by_seed, seconds, best = [], [], []
+        for seed in range(base.seed, base.seed + args.seeds):
+            cell = arm_cell(base, learner, options, {**fields, "seed": seed})
+            print(f"{name}, seed {seed}: {cell.options} {fields}", file=sys.stderr, flush=True)
+            result = meta_train(cell, source, device)
+            task = Task.build(cell.model, source, learner, device)
+            scorer = build_learner(cell, eval_steps)
+            by_seed.append(
+                per_task_scores(
+                    scorer, task.loss_fn, task.predict, result.params, tasks, task.loss_kind
+                ).numpy()
+            )
+            curves += [
+                {"arm": name, "seed": seed, "iteration": row["iteration"],
+                 "meta_val": row["meta_val_accuracy"]}
+                for row in result.curve
+                if "meta_val_accuracy" in row
+            ]  # fmt: skip
+            seconds.append(result.seconds / args.iterations)
+            best.append(result.best_iteration)
+            print(f"{name}, seed {seed}: {by_seed[-1].mean():.4f}", file=sys.stderr, flush=True)
+        scores[name] = np.mean(by_seed, axis=0)  # a task's score: its mean over the seeds
+        seed_means = [float(s.mean()) for s in by_seed]
+        rows.append((name, seed_means, float(np.mean(seconds)), best))
+    write(args, overrides, scores, curves, rows, n_tasks, eval_steps)
 
 
-def write(args, scores, curves, rows, n_tasks, eval_steps) -> None:
+def write(args, overrides, scores, curves, rows, n_tasks, eval_steps) -> None:
     plt.switch_backend("Agg")
     args.out.mkdir(parents=True, exist_ok=True)
     pl.DataFrame({"task": range(n_tasks), **scores}).write_csv(args.out / "per_task.csv")
-    pl.DataFrame(curves).write_csv(args.out / "curves.csv")
+    frame = pl.DataFrame(curves)
+    frame.write_csv(args.out / "curves.csv")
+    mean_curves = frame.group_by("arm", "iteration").agg(pl.col("meta_val").mean())
     figure, axes = plt.subplots(figsize=(7, 4.2))
     for name in scores:
-        points = [(c["iteration"], c["meta_val"]) for c in curves if c["arm"] == name]
-        axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=name)
-    axes.set(xlabel="meta-iteration", ylabel="meta-val accuracy", title=BENCHMARK)
+        points = mean_curves.filter(pl.col("arm") == name).sort("iteration")
+        axes.plot(points["iteration"], points["meta_val"], marker="o", markersize=3, label=name)
+    axes.set(
+        xlabel="meta-iteration",
+        ylabel=f"meta-val accuracy (mean of {args.seeds} seeds)",
+        title=BENCHMARK,
+    )
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(args.out / "curves.png", dpi=120)
+    command = shlex.join(["python", "benchmarks/mamlpp_omniglot.py", *sys.argv[1:]])
     lines = [
         f"# MAML++'s tricks on {BENCHMARK}, {args.iterations} iterations each",
         "",
-        f"`{shlex.join(sys.argv)}`: one training seed per arm, the same initialisation and task",
-        f"stream; accuracy on the first {n_tasks} fixed meta-test tasks after {eval_steps} inner",
-        "steps (95 % interval over tasks); each arm against `maml` task by task (mean difference",
-        "with its 95 % interval, two-sided Wilcoxon signed-rank p). Seconds per iteration include",
-        "the meta-validation every tenth of training.",
+        f"`{command}`, in a workspace with the episodes of `{BENCHMARK}`; this study's",
+        "settings over `params.yaml`:",
         "",
-        "| arm | accuracy | vs maml | p | s / iteration | best iteration |",
-        "|---|---|---|---|---|---|",
+        *(f"- `{o}`" for o in overrides),
+        "",
+        f"Every arm trains {args.seeds} seeds (the same initialisations and task streams for",
+        f"every arm); a task's accuracy is its mean over the seeds, on the first {n_tasks} fixed",
+        f"meta-test tasks after {eval_steps} inner steps (95 % interval over tasks). Each arm",
+        "against `maml` task by task: the mean difference with its 95 % interval and the",
+        "two-sided Wilcoxon signed-rank p. Seconds per iteration include the meta-validation",
+        "every tenth of training.",
+        "",
+        "| arm | accuracy | seeds' means | vs maml (% points) | p | s / iteration "
+        "| best iteration |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, seconds, best in rows:
+    for name, seed_means, seconds, best in rows:
         mean, ci = mean_ci(scores[name], 0.95)
-        if name == "maml" or "maml" not in scores:
-            versus, p = "", ""
-        else:
+        seeds = " / ".join(f"{100 * m:.2f}" for m in seed_means)
+        versus, p = "", ""
+        if name != "maml" and "maml" in scores:
             c = paired_comparison(scores[name], scores["maml"], higher_is_better=True)
-            versus, p = f"{100 * c.difference:+.2f} ± {100 * c.ci:.2f}", f"{c.p:.3g}"
+            versus, p = f"{100 * c.difference:+.2f} ± {100 * c.ci:.2f}", f"{c.p:.2g}"
         lines.append(
-            f"| {name} | {100 * mean:.2f} ± {100 * ci:.2f} % | {versus} | {p} "
-            f"| {seconds:.3f} | {best} |"
+            f"| {name} | {100 * mean:.2f} ± {100 * ci:.2f} % | {seeds} | {versus} | {p} "
+            f"| {seconds:.3f} | {' / '.join(map(str, best))} |"
         )
     lines += ["", "![meta-val accuracy](curves.png)", ""]
     (args.out / "summary.md").write_text("\n".join(lines))

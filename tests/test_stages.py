@@ -67,17 +67,21 @@ def test_train_then_evaluate_writes_outputs_and_one_run(workdir):
     assert dataset.name == "cosmixture-shot50" and len(dataset.digest) == 16
 
 
-def test_the_logged_model_predicts_as_meta_test_scored(workdir):
+@pytest.mark.parametrize(
+    ("learner", "options"), [("maml", []), ("mamlpp", ["algo.mamlpp.first_order_until=1"])]
+)
+def test_the_logged_model_predicts_as_meta_test_scored(workdir, learner, options):
     """``runs:/<id>/model`` adapts and predicts each task as evaluate did: the first training
-    seed's scores (the model holds its parameters) come back from its predictions."""
-    cfg = load_config([*TINY, "pipeline.learners=[maml]"])
-    run_id = train_stage.run(train_cell(cfg, "maml", "cosmixture-shot50"))["mlflow_run_id"]
+    seed's scores (the model holds its parameters, MAML++'s learned step sizes with them) come
+    back from its predictions."""
+    cfg = load_config([*TINY, f"pipeline.learners=[{learner}]", *options])
+    run_id = train_stage.run(train_cell(cfg, learner, "cosmixture-shot50"))["mlflow_run_id"]
     evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     (sx, sy), (qx, qy) = load_episodes(paths.episodes("cosmixture-shot50")).fixed_tasks("test")
     tasks = {"support_x": sx[:3].numpy(), "support_y": sy[:3].numpy(), "query_x": qx[:3].numpy()}
     predicted = torch.from_numpy(model.predict(tasks))
-    per_task = pl.read_parquet(paths.eval_per_task("maml", "cosmixture-shot50"))
+    per_task = pl.read_parquet(paths.eval_per_task(learner, "cosmixture-shot50"))
     first_seed = next(c for c in per_task.columns if c.startswith("nrmse_seed"))
     scored = torch.tensor(per_task[first_seed].to_numpy())
     assert torch.allclose(rmse(predicted, qy[:3]), scored, rtol=1e-5, atol=1e-6)
@@ -97,27 +101,13 @@ def test_each_iteration_gets_its_outer_step_size_and_the_learner_its_iteration(
     monkeypatch.setattr(
         learner_type, "set_iteration", lambda self, t: (told.append(t), set_iteration(self, t))
     )
-    meta_train(cell, load_episodes(paths.episodes("cosmixture-shot50")), torch.device("cpu"))
+    source = load_episodes(paths.episodes("cosmixture-shot50"))
+    result = meta_train(cell, source, torch.device("cpu"))
+    learned = [k for k in result.params if k.startswith("inner_lr/")]
+    assert len(learned) == 2 * 6  # a step size per inner step (2) and tensor (the MLP's 6)
     assert told == [0, 1, 2, 3, 4]  # 0: the learner built
     assert seen == [meta_lr_at(cell, t) for t in told[1:]]
     assert seen[0] == cell.meta_lr and seen[-1] == pytest.approx(0.5 * cell.meta_lr)
-
-
-def test_mamlpp_trains_meta_tests_and_logs_a_model_that_predicts_as_scored(workdir):
-    cfg = load_config([*TINY, "pipeline.learners=[mamlpp]", "algo.mamlpp.first_order_until=1"])
-    run_id = train_stage.run(train_cell(cfg, "mamlpp", "cosmixture-shot50"))["mlflow_run_id"]
-    checkpoint = torch.load(paths.model("mamlpp", "cosmixture-shot50"), weights_only=True)
-    learned = [k for k in checkpoint["seed_params"][0] if k.startswith("inner_lr/")]
-    assert len(learned) == 2 * 6  # a step size per inner step (2) and tensor (the MLP's 6)
-    evaluate_stage.run(evaluate_cell(cfg, "cosmixture-shot50"))
-    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    (sx, sy), (qx, qy) = load_episodes(paths.episodes("cosmixture-shot50")).fixed_tasks("test")
-    tasks = {"support_x": sx[:3].numpy(), "support_y": sy[:3].numpy(), "query_x": qx[:3].numpy()}
-    predicted = torch.from_numpy(model.predict(tasks))
-    per_task = pl.read_parquet(paths.eval_per_task("mamlpp", "cosmixture-shot50"))
-    first_seed = next(c for c in per_task.columns if c.startswith("nrmse_seed"))
-    scored = torch.tensor(per_task[first_seed].to_numpy())
-    assert torch.allclose(rmse(predicted, qy[:3]), scored, rtol=1e-5, atol=1e-6)
 
 
 def test_evaluate_scores_every_learner_of_the_benchmark_or_writes_nothing(workdir):

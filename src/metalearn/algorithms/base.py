@@ -37,6 +37,16 @@ def check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
+OWN = "/"  # in the names of a learner's own parameters; in no module's parameter name
+
+
+def split_own(params: Params) -> tuple[Params, Params]:
+    """``(model, own)``: the model's parameters, and the learner's own (Meta-SGD's step sizes:
+    names with a ``/``), which the Adam step, the checkpoint and the all-reduce carry alike."""
+    own = {k: v for k, v in params.items() if OWN in k}
+    return {k: v for k, v in params.items() if OWN not in k}, own
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One of a learner's own options: the keyword its class takes and the key
@@ -115,7 +125,8 @@ class MetaLearner(ABC):
 
     def meta_params(self, params: Params) -> Params:
         """What meta-training learns, from the model's initial ``params``: those, and any
-        parameters of the learner's own (none here; Meta-SGD adds its step sizes)."""
+        parameters of the learner's own (none here; Meta-SGD adds its step sizes), named with a
+        ``/`` (:func:`split_own`)."""
         return params
 
     @classmethod
@@ -184,14 +195,18 @@ class MetaLearner(ABC):
     def meta_grad_and_loss(
         self, loss_fn: LossFn, params: Params, support: Any, query: Any
     ) -> tuple[Params, Tensor]:
-        """:meth:`task_meta_grad`, on the head split where it applies (the same numbers)."""
+        """:meth:`task_meta_grad`, on the head split where it applies (the same numbers). The
+        learner's own parameters (:func:`own_keys`) pass through the reduced problem as they
+        are: they are the head's step sizes, which it keeps."""
+        model, own = split_own(params)
         problem = None
         if self.meta_grad_on_head_split:
-            problem = self._head_problem(loss_fn, params, [support, query])
+            problem = self._head_problem(loss_fn, model, [support, query])
         if problem is None:
             return self.task_meta_grad(loss_fn, params, support, query)
-        grads, loss = self.task_meta_grad(problem.loss, problem.params, *problem.batches)
-        return problem.full_grad(grads), loss
+        grads, loss = self.task_meta_grad(problem.loss, {**problem.params, **own}, *problem.batches)
+        model_grads, own_grads = split_own(grads)
+        return {**problem.full_grad(model_grads), **own_grads}, loss
 
     def meta_grad(self, loss_fn: LossFn, params: Params, support: Any, query: Any) -> Params:
         """The direction the outer optimizer descends, with the keys and shapes of ``params``."""

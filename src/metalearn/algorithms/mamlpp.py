@@ -30,11 +30,12 @@ import torch
 from torch import Tensor
 
 from metalearn import functional as F
-from metalearn.algorithms.base import MetaLearner, Option
+from metalearn.algorithms.base import MetaLearner, Option, split_own
 from metalearn.functional import LossFn, Params
+from metalearn.head_split import HeadProblem
 from metalearn.values import AtLeast1, Bool, NonNegative
 
-LR = "inner_lr/"  # "/" is in no module's parameter name
+LR = "inner_lr/"  # the learner's own parameters (a "/" in the name: base.split_own)
 BN = "bn/"
 NORM = ".norm."  # the batch-norm layers' part of a parameter name (models.Conv4)
 MIN_WEIGHT = 0.03  # MAML++'s floor of a non-final step's loss weight, times K
@@ -64,11 +65,6 @@ class MAMLPlusPlus(MetaLearner):
             for j in range(1, self.steps + 1):
                 theta |= {f"{BN}{j}/{k}": v.clone() for k, v in params.items() if NORM in k}
         return theta
-
-    def _unpack(self, params: Params) -> tuple[Params, Params]:
-        """``(theta, extra)``: the model's parameters, and the step sizes and batch-norm sets."""
-        theta = {k: v for k, v in params.items() if not k.startswith((LR, BN))}
-        return theta, {k: v for k, v in params.items() if k.startswith((LR, BN))}
 
     def _split(self, theta: Params) -> tuple[Params, Params]:
         """``(fast, slow)``; with per-step batch norm its scales and shifts are never adapted."""
@@ -142,9 +138,9 @@ class MAMLPlusPlus(MetaLearner):
 
     def adapt(self, loss_fn: LossFn, params: Params, support: Any) -> Params:
         """``u_K``, with the batch-norm set of step K in place of the model's own."""
-        theta, extra = self._unpack(F.detach(params))
+        theta, extra = split_own(F.detach(params))
         with torch.no_grad():
-            problem = self._head_only(loss_fn, theta, [support], differentiable=False)
+            problem = self._head_problem(loss_fn, theta, [support], differentiable=False)
             if problem is not None:  # the body's features once, then the head alone
                 fast, slow = self._split(problem.params)
                 path = self._unroll(problem.loss, fast, slow, extra, *problem.batches, True)
@@ -157,7 +153,7 @@ class MAMLPlusPlus(MetaLearner):
         self, loss_fn: LossFn, params: Params, support: Any, query: Any
     ) -> tuple[Params, Tensor]:
         def meta_loss(params: Params) -> tuple[Tensor, Tensor]:
-            theta, extra = self._unpack(params)
+            theta, extra = split_own(params)
             fast, slow = self._split(theta)
             path = self._unroll(loss_fn, fast, slow, extra, support, self._first_order)
             final = loss_fn({**self._norms(slow, extra, self.steps), **path[-1]}, query)
@@ -174,27 +170,14 @@ class MAMLPlusPlus(MetaLearner):
             grads, (_, loss) = torch.func.grad_and_value(meta_loss, has_aux=True)(params)
         return grads, loss
 
-    def meta_grad_and_loss(
-        self, loss_fn: LossFn, params: Params, support: Any, query: Any
-    ) -> tuple[Params, Tensor]:
-        """:meth:`task_meta_grad`, on the head split where it applies (the same numbers): the
-        step sizes are those of the head's keys, which the reduced problem keeps."""
-        theta, extra = self._unpack(params)
-        problem = self._head_only(loss_fn, theta, [support, query])
-        if problem is None:
-            return self.task_meta_grad(loss_fn, params, support, query)
-        grads, loss = self.task_meta_grad(
-            problem.loss, {**problem.params, **extra}, *problem.batches
-        )
-        g_theta, g_extra = self._unpack(grads)
-        return {**problem.full_grad(g_theta), **g_extra}, loss
-
-    def _head_only(self, loss_fn: LossFn, theta: Params, batches: list[Any], differentiable=True):
+    def _head_problem(
+        self, loss_fn: LossFn, params: Params, batches: list[Any], differentiable: bool = True
+    ) -> HeadProblem | None:
         """The head split's problem, unless per-step batch-norm sets change the body's features
         from one inner step to the next."""
-        if self.per_step_bn and any(NORM in k for k in theta):
+        if self.per_step_bn and any(NORM in k for k in params):
             return None
-        return self._head_problem(loss_fn, theta, batches, differentiable)
+        return super()._head_problem(loss_fn, params, batches, differentiable)
 
 
 def _last_step(extra: Params, prefix: str) -> int | None:

@@ -78,17 +78,3 @@ class MetaSGD(MetaLearner):
                 theta, alpha
             )
         return {**g_theta, **{PREFIX + k: g for k, g in g_alpha.items()}}, loss
-
-    def meta_grad_and_loss(
-        self, loss_fn: LossFn, params: Params, support: Any, query: Any
-    ) -> tuple[Params, Tensor]:
-        """:meth:`task_meta_grad`, on the head split where it applies (the same numbers): the
-        step sizes are those of the head's keys, which the reduced problem keeps."""
-        theta, alpha = self._unpack(params)
-        problem = self._head_problem(loss_fn, theta, [support, query])
-        if problem is None:
-            return self.task_meta_grad(loss_fn, params, support, query)
-        packed = {**problem.params, **{PREFIX + k: v for k, v in alpha.items()}}
-        grads, loss = self.task_meta_grad(problem.loss, packed, *problem.batches)
-        g_theta, g_alpha = self._unpack(grads)
-        return {**problem.full_grad(g_theta), **{PREFIX + k: g for k, g in g_alpha.items()}}, loss

@@ -38,8 +38,8 @@ from metalearn.spec import evaluate_cell, train_cell
 from metalearn.training import Task, build_learner, meta_train, to_device
 
 BENCHMARK = "omniglot-way5shot1"
-# MAML++'s Omniglot setting (Antoniou et al. 2019): 5 inner steps of 0.1 in training and at
-# test, 8 tasks a meta-batch; the CPU recipe's Conv4 (32 filters, 2 threads, meta-lr 1e-3).
+# MAML++'s inner loop (Antoniou et al. 2019): 5 steps of 0.1, in training and at test; 8 tasks
+# a meta-batch; the CPU recipe's Conv4 (32 filters, 2 threads, meta-lr 1e-3).
 SETTINGS = [
     f"++pipeline.benchmarks.{BENCHMARK}.{key}={value}"
     for key, value in {

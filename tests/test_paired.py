@@ -10,6 +10,7 @@ from metalearn.paired import (
     check_claims,
     claimed_pairs,
     compare_learners,
+    detectable_difference,
     paired_comparison,
     verdict_counts,
 )
@@ -28,6 +29,7 @@ def test_difference_ci_and_p_by_hand():
     assert c.ci == pytest.approx(3.182446 * s / 2, rel=1e-6)  # t_{0.975, 3} s / sqrt(4)
     assert c.p == pytest.approx(2 / 2**4)  # exact: all 4 signs positive, two-sided
     assert c.n == 4 and not c.significant and c.a_worse and not c.a_better
+    assert c.detectable == pytest.approx((3.182446 + 0.978472) * s / 2, rel=1e-6)  # + t_{0.8, 3}
     assert paired_comparison(a, b, higher_is_better=True).a_better
 
 
@@ -104,3 +106,25 @@ def test_claims_agree_reverse_or_tie():
     assert [c.verdict for c in reversed_claim] == ["reversed"]
     assert reversed_claim[0].comparison.difference == pytest.approx((WORSE - BASE).mean())
     assert verdict_counts(claims) == {"agrees": 2, "tie": 1, "reversed": 0}
+
+
+def test_the_detectable_difference_is_found_with_the_stated_power():
+    """Normal differences of spread sigma over 100 tasks: at the detectable difference the
+    paired t-test at 5 % rejects in 80 % of 4,000 simulated studies, and the signed-rank test
+    the report uses in nearly as many; at half of it, in far fewer."""
+    rng = np.random.default_rng(0)
+    sigma, n = 0.02, 100
+    z = rng.normal(size=n)
+    delta = detectable_difference(sigma * (z - z.mean()) / z.std(ddof=1))  # s_d exactly sigma
+    assert delta == pytest.approx((stats.t.ppf(0.975, 99) + stats.t.ppf(0.8, 99)) * sigma / 10)
+
+    def rejected(mean: float) -> float:
+        d = rng.normal(mean, sigma, (4000, n))
+        t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+        return float(np.mean(np.abs(t) > stats.t.ppf(0.975, n - 1)))
+
+    assert rejected(delta) == pytest.approx(0.8, abs=0.025)
+    assert rejected(delta / 2) < 0.4
+    signed_rank = [stats.wilcoxon(rng.normal(delta, sigma, n)).pvalue < 0.05 for _ in range(400)]
+    assert 0.7 < np.mean(signed_rank) < 0.86
+    assert math.isnan(detectable_difference([0.1]))

@@ -8,6 +8,7 @@ and the two-sided Wilcoxon signed-rank test of ``d`` (no normality assumed).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +19,7 @@ from metalearn.algorithms import BASELINES
 from metalearn.metrics import mean_ci
 
 ALPHA = 0.05  # significance level of every test here
+POWER = 0.8  # the power at which a comparison states the smallest difference it detects
 
 Verdict = Literal["agrees", "reversed", "tie"]
 
@@ -25,13 +27,16 @@ Verdict = Literal["agrees", "reversed", "tie"]
 @dataclass(frozen=True)
 class Comparison:
     """``a`` against ``b`` on ``n`` paired tasks: ``difference`` = mean of ``a_i - b_i``, ``ci``
-    its Student-t half-width, ``p`` the two-sided Wilcoxon signed-rank p-value."""
+    its Student-t half-width, ``p`` the two-sided Wilcoxon signed-rank p-value, ``detectable``
+    the smallest mean difference these tasks detect at :data:`POWER`
+    (:func:`detectable_difference`): a tie rules out differences larger than that."""
 
     difference: float
     ci: float
     p: float
     n: int
     higher_is_better: bool
+    detectable: float = math.nan
 
     @property
     def significant(self) -> bool:
@@ -74,7 +79,25 @@ def paired_comparison(
         from scipy import stats  # 1-2 s to import: only what reports pays it
 
         p = float(stats.wilcoxon(d).pvalue)
-    return Comparison(difference, ci, p, d.size, higher_is_better)
+    detectable = detectable_difference(d, 1 - confidence)
+    return Comparison(difference, ci, p, d.size, higher_is_better, detectable)
+
+
+def detectable_difference(
+    differences: Sequence[float] | np.ndarray, alpha: float = ALPHA, power: float = POWER
+) -> float:
+    """The smallest mean paired difference that a two-sided test at level ``alpha`` finds with
+    probability ``power``, for differences as spread as these over as many tasks:
+    ``(t_{1 - alpha/2, n-1} + t_{power, n-1}) s_d / sqrt(n)`` (the paired t-test's; the
+    signed-rank test has efficiency 3/pi against it on normal differences, so it needs about
+    5 % more tasks for the same power). NaN for fewer than two tasks."""
+    d = np.asarray(differences, dtype=np.float64).reshape(-1)
+    if d.size < 2:
+        return math.nan
+    from scipy import stats  # (likewise)
+
+    quantiles = stats.t.ppf(1 - alpha / 2, d.size - 1) + stats.t.ppf(power, d.size - 1)
+    return float(quantiles * d.std(ddof=1) / math.sqrt(d.size))
 
 
 @dataclass(frozen=True)
@@ -189,6 +212,7 @@ def verdict_counts(claims: Sequence[Claim]) -> dict[str, int]:
 
 __all__ = [
     "ALPHA",
+    "POWER",
     "BASELINES",
     "BenchmarkComparison",
     "Claim",
@@ -198,6 +222,7 @@ __all__ = [
     "check_claims",
     "claimed_pairs",
     "compare_learners",
+    "detectable_difference",
     "paired_comparison",
     "verdict_counts",
 ]

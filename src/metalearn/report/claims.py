@@ -73,7 +73,7 @@ def paper_claims(cfg: Config, results: Results, scores: Scores) -> Claims:
 
 
 def _comparison_json(c: Comparison) -> dict[str, Any]:
-    return {"difference": c.difference, "ci": c.ci, "p": c.p, "n": c.n}
+    return {"difference": c.difference, "ci": c.ci, "p": c.p, "n": c.n, "detectable": c.detectable}
 
 
 def paired_json(comparison: BenchmarkComparison) -> dict[str, Any]:

@@ -11,7 +11,14 @@ from typing import Any
 from metalearn import paths, published
 from metalearn.algorithms import META_LEARNERS
 from metalearn.config import Config
-from metalearn.paired import ALPHA, BenchmarkComparison, Claim, Comparison, verdict_counts
+from metalearn.paired import (
+    ALPHA,
+    POWER,
+    BenchmarkComparison,
+    Claim,
+    Comparison,
+    verdict_counts,
+)
 from metalearn.report.claims import Claims, Comparisons
 from metalearn.report.families import FAMILIES, PAPER_ROWS, Family
 from metalearn.report.results import BASELINE, Results, _better, best_learner
@@ -189,12 +196,21 @@ def paired_table(benchmark: str, results: Results, comparison: BenchmarkComparis
     baselines = [b for b in next(iter(comparison.learners.values())).vs_baselines if b != best]
     heads = ["learner", "mean", f"− {best} (best)", *(f"− {b}" for b in baselines)]
     lines = [f"#### {benchmark}", "", "| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
+    detectable = []
     for name, c in comparison.learners.items():
         against = {best: c.vs_best, **{b: c.vs_baselines[b] for b in baselines}}
         cells = ["–" if name == o else _difference(v, percent) for o, v in against.items()]
+        detectable += [v.detectable for o, v in against.items() if o != name]
         mean = _cell(results[benchmark][name], percent)
         mean = f"**{mean}**" if c.not_worse else mean
         lines.append(f"| {name} | {mean} | " + " | ".join(cells) + " |")
+    if found := sorted(d for d in detectable if d == d):  # NaN: fewer than two tasks
+        middle, low, high = (_number(found[i], percent) for i in (len(found) // 2, 0, -1))
+        lines += [
+            "",
+            f"Detectable at {POWER:.0%} power: {middle} (median over the table's pairs; "
+            f"{low} to {high}). A tie here rules out a larger difference, not a smaller one.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -90,10 +90,12 @@ def stop_if_interrupted() -> None:
 
 
 @contextlib.contextmanager
-def interruptible() -> Iterator[None]:
+def interruptible(at_once: bool = True) -> Iterator[None]:
     """Within the block, SIGTERM and SIGINT raise :class:`InterruptedStage` (once: a second
     signal during the clean-up has its default effect), and the end of the parent process
-    sends SIGTERM."""
+    sends SIGTERM. The handler raises it at once, or with ``at_once=False`` only records it for
+    :func:`stop_if_interrupted`: for a loop whose library calls an exception from a handler
+    would leave half done (Ray's, in the runner)."""
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def stop(signum: int, frame: object) -> None:
@@ -106,7 +108,8 @@ def interruptible() -> Iterator[None]:
         # the stage's one line says it all: libraries interrupted mid-way (torch.compile's
         # code generation) would log their own failure, hundreds of lines of it
         logging.disable(logging.CRITICAL)
-        raise _interruption
+        if at_once:
+            raise _interruption
 
     for s in previous:
         signal.signal(s, stop)

@@ -53,6 +53,11 @@ class MAMLPlusPlus(MetaLearner):
         "per_step_bn": Option(True, Bool, "batch-norm scale and shift per inner step"),
     }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._weights = torch.empty(self.steps, dtype=torch.float64)
+        self.set_iteration(0)  # the schedule's state: set_iteration below
+
     # -- the learner's own parameters --------------------------------------------------------
 
     def meta_params(self, params: Params) -> Params:
@@ -90,11 +95,6 @@ class MAMLPlusPlus(MetaLearner):
         return extra.get(f"{LR}{min(j, last)}/{key}", self.inner_lr)
 
     # -- the schedule over meta-training -----------------------------------------------------
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._weights = torch.empty(self.steps, dtype=torch.float64)
-        self.set_iteration(0)
 
     def set_iteration(self, iteration: int) -> None:
         """The loss weights and the derivative order for meta-iteration ``iteration``. The

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,7 +61,7 @@ def load(root: Path, targets: list[str]) -> list[StageJob]:
     """The targets' stages and every stage upstream of them, upstream first (``dvc repro``'s
     order). A target is what ``dvc repro`` takes: a stage, ``path/dvc.yaml:stage`` or a
     ``dvc.yaml`` (all its stages)."""
-    with contextlib.chdir(root), Repo(str(root)) as repo:  # DVC reads a target from the cwd
+    with _repo(root) as repo:
         stages = []
         for target in targets:
             try:
@@ -95,7 +95,7 @@ def stale(root: Path, names: list[str]) -> set[str]:
         return set()
 
     def status() -> set[str]:
-        with contextlib.chdir(root), Repo(str(root)) as repo:
+        with _repo(root) as repo:
             return set(repo.status(targets=names)) & set(names)
 
     return _patiently(root, "status", status)
@@ -109,7 +109,7 @@ def record(root: Path, names: list[str]) -> None:
         return
 
     def commit() -> None:
-        with contextlib.chdir(root), Repo(str(root)) as repo, lock_repo(repo):
+        with _repo(root) as repo, lock_repo(repo):
             files: dict[str, tuple[Any, list[Any]]] = {}
             for name in names:
                 for info in repo.stage.collect_granular(name):
@@ -121,6 +121,13 @@ def record(root: Path, names: list[str]) -> None:
                 dvcfile.dump_stages(stages, update_pipeline=False)
 
     _patiently(root, "commit", commit)
+
+
+@contextlib.contextmanager
+def _repo(root: Path) -> Iterator[Repo]:
+    """DVC's repository at ``root``, opened from there: DVC reads targets against the cwd."""
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        yield repo
 
 
 def _patiently(root: Path, what: str, call: Callable[[], T]) -> T:

@@ -15,7 +15,6 @@ import fcntl
 import logging
 import os
 import re
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ from pathlib import Path
 
 import ray
 
-from metalearn.errors import InterruptedStage, StageError
-from metalearn.lifetime import die_with_parent
+from metalearn.errors import StageError
+from metalearn.lifetime import interruptible, stop_if_interrupted
 from metalearn.run import plan
 from metalearn.run.plan import StageJob
 from metalearn.run.stage_task import STOP_SECONDS, run_stage
@@ -110,50 +109,23 @@ class _Schedule:
         self.resources = resources
         self.echo = echo
         self.outcome = Outcome()
-        self.signal: int | None = None
 
     def run(self) -> Outcome:
         start = time.monotonic()
         try:
-            with self._signals_noted():
+            with interruptible(at_once=False):  # stop_if_interrupted() below acts on it
                 while self.pending or self.queue or self.running:
                     self._start_ready()
                     if self.running:
                         self._finish(self._wait())
                     elif self.pending and not self.queue:
                         raise RuntimeError(f"stages that never become ready: {list(self.pending)}")
-                    self._stop_if_signalled()
+                    stop_if_interrupted()
         except BaseException:
             self._stop_running()
             raise
         self.outcome.seconds = time.monotonic() - start
         return self.outcome
-
-    @contextlib.contextmanager
-    def _signals_noted(self) -> Iterator[None]:
-        """SIGINT and SIGTERM (also sent when the parent process ends) are noted, and the loop
-        stops at its next turn, within a second: an exception raised from the handler inside
-        Ray's or DVC's calls would leave them half done. A second signal acts at once."""
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def note(signum: int, frame: object) -> None:
-            self.signal = signum
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-        for s in previous:
-            signal.signal(s, note)
-        die_with_parent()
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    def _stop_if_signalled(self) -> None:
-        if self.signal is not None:
-            name = signal.Signals(self.signal).name
-            raise InterruptedStage(f"stopped by {name}", self.signal)
 
     def _start_ready(self) -> None:
         """Queue the stale stages whose upstream is done, then start what the slots allow. A
@@ -188,7 +160,7 @@ class _Schedule:
         they are recorded in one write of ``dvc.lock``)."""
         refs = list(self.running)
         while not ray.wait(refs, num_returns=1, timeout=1.0)[0]:
-            self._stop_if_signalled()
+            stop_if_interrupted()
         return ray.wait(refs, num_returns=len(refs), timeout=0)[0]
 
     def _finish(self, finished: list[ray.ObjectRef]) -> None:
@@ -201,7 +173,8 @@ class _Schedule:
         for stage, _, seconds in succeeded:
             self.done.add(stage.name)
             self.outcome.ran.append(stage.name)
-            self.echo(f"{stage.name} ({seconds:.1f} s): {_last_line(self._log(stage))}")
+            last = _lines(self._log(stage))[-1:] or ["done"]
+            self.echo(f"{stage.name} ({seconds:.1f} s): {last[0]}")
         if failed:
             stage, code, _ = failed[0]
             log = self._log(stage)
@@ -238,20 +211,17 @@ def _exit_code(ref: ray.ObjectRef) -> int | None:
         return None
 
 
-def _last_line(log: Path) -> str:
-    lines = [line.strip() for line in _read(log).splitlines() if line.strip()]
-    return lines[-1] if lines else "done"
-
-
 def _error_line(log: Path) -> str:
     """A failed stage's own error line (``error: …``), else the last line it printed."""
-    lines = [line.strip() for line in _read(log).splitlines() if line.strip()]
+    lines = _lines(log)
     errors = [line for line in lines if line.lower().startswith("error")]
     return (errors or lines or ["(no output)"])[-1]
 
 
-def _read(log: Path) -> str:
+def _lines(log: Path) -> list[str]:
+    """The stage's non-empty output lines, stripped."""
     try:
-        return log.read_text(errors="replace")
+        text = log.read_text(errors="replace")
     except FileNotFoundError:
-        return ""
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]

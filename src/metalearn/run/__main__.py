@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be 1 or more, not {args.jobs}")
+    if args.gpus is not None and args.gpus < 0:
+        parser.error(f"--gpus must be 0 or more, not {args.gpus}")
     try:
         outcome = run_pipeline(Path.cwd(), args.targets, args.jobs, args.gpus)
     except InterruptedStage as stopped:

@@ -15,6 +15,7 @@ from metalearn.cell import TrainCell
 from metalearn.config import ConfigError, benchmark_config, flatten, load_config
 from metalearn.config.learners import learner_section as section
 from metalearn.spec import (
+    all_cells,
     all_specs,
     dumps,
     evaluate_spec,
@@ -40,7 +41,7 @@ def test_algo_steps_reaches_only_the_learners_whose_k_comes_from_it():
         for lr in before.pipeline.learners
         if train_spec(before, lr, B) != train_spec(after, lr, B)
     }
-    assert changed == set(before.pipeline.learners) - {"maml"}
+    assert changed == set(before.pipeline.learners) - {"maml", "mamlpp"}  # their own K = 5
     assert train_spec(after, "imaml", B)["algo"]["steps"] == 100
     assert train_spec(after, "maml", B)["algo"]["steps"] == 5
 
@@ -82,7 +83,7 @@ def test_every_value_of_the_sections_train_reads_is_in_its_spec():
     })  # fmt: skip
     base = spec_of([])
     other = {"auto": "cpu", "tanh": "relu", "head": "all", "all": "head", "factors": "mlp"}
-    other |= {"constant": "cosine"}
+    other |= {"constant": "cosine", "zero": "bias"}
     for key, value in leaves.items():
         if key in ("train.workers", "algo.imaml.eval_steps"):
             continue  # not a training value: see the test above; eval_steps is meta-test's
@@ -97,7 +98,7 @@ def test_every_value_of_the_sections_train_reads_is_in_its_spec():
         elif value is None:
             new = "7"
         else:
-            new = str(value + 1 if isinstance(value, int) else value * 2)
+            new = str(value + 1 if isinstance(value, int) else value * 2 or 1.0)
         entry = f"++pipeline.benchmarks.{B}.{key}={new}"
         if key == "train.meta_lr_floor":  # the floor of the cosine schedule, in its spec
             cosine = f"++pipeline.benchmarks.{B}.train.meta_lr_schedule=cosine"
@@ -155,6 +156,8 @@ def test_resolve_writes_a_spec_for_every_cell_of_dvc_yaml(tmp_path, monkeypatch)
     found = json.loads(paths.train_spec("maml", B).read_text())
     assert dumps(found["spec"]) == dumps(train_spec(cfg, "maml", B))
     assert read_cell(paths.train_spec("maml", B), TrainCell) == train_cell(cfg, "maml", B)
+    for path, cell in all_cells(cfg).items():  # every kind reads back: its stage would refuse it
+        assert read_cell(path, type(cell)).spec() == cell.spec(), path
 
 
 def test_a_hand_edited_cell_file_is_refused_naming_the_fix(tmp_path, monkeypatch):

@@ -10,7 +10,14 @@ import torch
 from metalearn.config import load_config
 from metalearn.config.learners import setting_keys
 from metalearn.spec import train_cell
-from metalearn.training import DIVERGENCE, Adam, NonFiniteError, _check_divergence, meta_lr_at
+from metalearn.training import (
+    DIVERGENCE,
+    Adam,
+    ItemDecay,
+    NonFiniteError,
+    _check_divergence,
+    meta_lr_at,
+)
 
 
 def test_adam_matches_torch_adam_in_float64():
@@ -65,3 +72,22 @@ def test_the_cosine_schedule_falls_from_meta_lr_to_its_floor():
     assert meta_lr_at(dataclasses.replace(cell, iterations=1), 1) == 0.01
     constant = dataclasses.replace(cell, meta_lr_schedule="constant")
     assert [meta_lr_at(constant, t) for t in range(1, 6)] == [0.01] * 5
+
+
+def test_item_decay_pulls_only_the_item_tables_back_to_their_start():
+    g = torch.Generator().manual_seed(0)
+    params = {
+        k: torch.randn(3, 2, generator=g, dtype=torch.float64)
+        for k in ("item.bias.weight", "layers.0.weight")
+    }
+    start = {k: v.clone() for k, v in params.items()}
+    decay = ItemDecay(params, rate=2.0)
+    moved = {k: v + 1.0 for k, v in params.items()}
+    params.update({k: v.clone() for k, v in moved.items()})
+    decay.step(params, lr=0.1)
+    item, layer = "item.bias.weight", "layers.0.weight"
+    assert torch.allclose(params[item], moved[item] - 0.2 * (moved[item] - start[item]))
+    assert torch.equal(params[layer], moved[layer])
+    decay.step(params, lr=0.5)  # lr x rate = 1: all the way back
+    assert torch.allclose(params[item], start[item])
+    assert ItemDecay(params, rate=0.0).start == {}  # no decay, no copies

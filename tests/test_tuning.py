@@ -15,7 +15,15 @@ from metalearn.config.learners import meta_lr
 from metalearn.spec import train_cell, tune_cell
 from metalearn.stages import episodify as episodify_stage
 from metalearn.stages import tune as tune_stage
-from metalearn.tuning import apply, choose, markdown, one_by_one, point_cell, tune
+from metalearn.tuning import (
+    apply,
+    choose,
+    choose_model,
+    markdown,
+    one_by_one,
+    point_cell,
+    tune,
+)
 
 GRID = ["tune.learners=[maml,fomaml]", "tune.inner_lr=[0.01,0.1]", "tune.meta_lr=[0.001]"]
 
@@ -141,3 +149,71 @@ def test_apply_names_a_benchmark_it_cannot_apply(capsys):
 
     assert main(["apply", "omniglot-way5shot1", "--dry-run"]) == 1
     assert "omniglot-way5shot1: not in tune.benchmarks" in capsys.readouterr().err
+
+
+def test_the_model_grid_is_crossed_on_the_cf_factors_model_only():
+    cfg = load_config(
+        [*GRID, "tune.model={item_offsets:[zero,bias],item_decay:[0.0,10.0]}", "tune.iterations=3"]
+    )
+    seen = []
+
+    def train(point):
+        seen.append(
+            (point.benchmark, point.learner, point.model.item_offsets, point.model.item_decay)
+        )
+        return types.SimpleNamespace(best_val=0.5, best_iteration=1, seconds=0.1)
+
+    for benchmark in ("movielens100k-shot10", "cosmixture-shot50"):
+        cells = [train_cell(cfg, lr, benchmark) for lr in cfg.tune.learners]
+        rows = tune(cells, cfg.tune, one_by_one(train))
+        cf = benchmark.startswith("movielens")
+        assert len(rows) == 2 * 2 * (4 if cf else 1)  # learners x inner_lr x model points
+        assert ("item_offsets" in rows[0]) == cf
+    models = {s[2:] for s in seen if s[0] == "movielens100k-shot10"}
+    assert models == {("zero", 0.0), ("zero", 10.0), ("bias", 0.0), ("bias", 10.0)}
+    assert tune_cell(cfg, "movielens100k-shot10").model == cfg.tune.model
+    assert "model" not in tune_cell(cfg, "cosmixture-shot50").spec()["tune"]
+    with_mlp = load_config([*GRID, "model.cf=mlp"])
+    assert tune_cell(with_mlp, "movielens100k-shot10").model == {}  # no item tables to regularise
+
+
+def test_the_model_point_is_the_one_whose_learners_do_best_on_average():
+    def row(learner, offsets, inner_lr, value):
+        return {"learner": learner, "item_offsets": offsets, "inner_lr": inner_lr,
+                "meta_lr": 0.001, "best_meta_val": value}  # fmt: skip
+
+    rows = [
+        row("maml", "zero", 0.01, 0.20), row("maml", "zero", 0.1, 0.30),
+        row("fomaml", "zero", 0.01, 0.40), row("fomaml", "zero", 0.1, 0.35),
+        row("maml", "bias", 0.01, 0.25), row("maml", "bias", 0.1, 0.26),
+        row("fomaml", "bias", 0.01, 0.28), row("fomaml", "bias", 0.1, 0.29),
+    ]  # fmt: skip
+    model, chosen = choose_model(rows, higher_is_better=False)  # zero 0.275, bias 0.265
+    assert model == {"item_offsets": "bias"}
+    assert {k: r["inner_lr"] for k, r in chosen.items()} == {"maml": 0.01, "fomaml": 0.01}
+    assert choose_model(rows, higher_is_better=True)[0] == {"item_offsets": "zero"}
+    for r in rows[4:6]:  # maml diverged everywhere at bias: that point cannot win
+        r["best_meta_val"] = math.nan
+    assert choose_model(rows, higher_is_better=False)[0] == {"item_offsets": "zero"}
+    table = markdown("movielens100k-shot10", rows, chosen)
+    assert "item_offsets zero: mean of the learners' best 0.2750" in table
+    assert choose_model(GRID_ROWS, higher_is_better=False)[0] == {}  # no model keys
+
+
+GRID_ROWS = [{"learner": "maml", "inner_lr": 0.01, "meta_lr": 0.001, "best_meta_val": 0.5}]
+
+
+def test_apply_writes_the_chosen_model_into_every_entry_of_the_dataset(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(default_params_path(), params)
+    cfg = load_config()
+    choices = {"movielens1m-shot10": {"maml": {"inner_lr": 0.03, "meta_lr": 0.003}}}
+    models = {"movielens1m-shot10": {"item_offsets": "bias", "item_decay": 10.0}}
+    changes = apply(params, choices, cfg, models=models)
+    assert sum(".model." in c for c in changes) == 4  # 2 entries x 2 keys
+    tuned = load_config(params_path=params)
+    for b in ("movielens1m-shot10", "movielens1m-shot20"):
+        model = benchmark_config(tuned, b).model
+        assert (model.item_offsets, model.item_decay) == ("bias", 10.0)
+    assert benchmark_config(tuned, "movielens100k-shot10").model.item_offsets == "zero"
+    assert apply(params, choices, cfg, models=models) == []

@@ -129,9 +129,12 @@ class TuneCell(_OfLearners):
     inner_lr: list[float]
     meta_lr: list[float]
     iterations: int
+    model: dict[str, list[Any]]  # tune.model where it applies (tuning.model_points), else {}
 
     def spec(self) -> Spec:
         grid = {"inner_lr": self.inner_lr, "meta_lr": self.meta_lr, "iterations": self.iterations}
-        grid["learners"] = list(self.cells)
+        if self.model:
+            grid["model"] = self.model
+        grid["learners"] = sorted(self.cells)  # the cell's file sorts them too (spec.dumps)
         learners = {learner: cell.spec() for learner, cell in self.cells.items()}
         return {"benchmark": self.benchmark, "tune": grid, "learners": learners}

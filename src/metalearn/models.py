@@ -124,7 +124,10 @@ class ItemFactorModel(nn.Module):
     taste vector over the learned item representation, its bias the user's offset. The head's
     weight starts at zero and its bias at the meta-train mean rating ``mean``, so the untrained
     model predicts the global mean plus the user offset the inner loop fits: the classical
-    bias baseline's structure is the starting point, and everything else is learned.
+    bias baseline's structure is the starting point, and everything else is learned. With
+    ``offsets`` (``[n_items, 1]``, the bias baseline's fitted item offsets) the item bias starts
+    there instead of at zero: the untrained model is the bias baseline, and training learns a
+    residual over it.
     """
 
     def __init__(
@@ -135,10 +138,11 @@ class ItemFactorModel(nn.Module):
         hidden: Sequence[int] = (40, 40),
         activation: str = "tanh",
         generator: torch.Generator | None = None,
+        offsets: Tensor | None = None,
     ) -> None:
         super().__init__()
         _check_activation(activation)
-        self.activation, self.mean = activation, float(mean)
+        self.activation, self.mean, self.offsets = activation, float(mean), offsets
         n_items = features.shape[0]
         self.item = nn.ModuleDict({"bias": ItemTable(n_items, 1)})
         if item_dim:
@@ -151,7 +155,11 @@ class ItemFactorModel(nn.Module):
 
     def initial_values(self, values: Params) -> Params:
         head = {"head.weight": torch.zeros_like(values["head.weight"])}
-        return {**values, **head, "head.bias": _fill(values["head.bias"], self.mean)}
+        values = {**values, **head, "head.bias": _fill(values["head.bias"], self.mean)}
+        if self.offsets is not None:
+            bias = values["item.bias.weight"]
+            values["item.bias.weight"] = self.offsets.to(dtype=bias.dtype, device=bias.device)
+        return values
 
     def forward(self, items: Tensor, body_only: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         x = self.features[items]

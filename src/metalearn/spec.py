@@ -16,8 +16,10 @@ checkpoint whose spec is not the one its cell would train now (a file copied ove
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 from metalearn import paths
 from metalearn.cell import EvaluateCell, Spec, TrainCell, TuneCell
@@ -35,6 +37,7 @@ from metalearn.config.learners import (
     meta_lr,
     setting_keys,
 )
+from metalearn.config.schema import CF_DATASETS
 from metalearn.errors import MissingInputError
 from metalearn.io import atomic_file
 
@@ -108,16 +111,29 @@ def evaluate_spec(cfg: Config, benchmark: str) -> Spec:
     return evaluate_cell(cfg, benchmark).spec()
 
 
+def model_points(cell: TrainCell, model_grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The model keys of each point of ``model_grid`` (``tune.model``, crossed) for ``cell``:
+    they apply to the CF factors model only, elsewhere there is the one point of the cell's own
+    model (``[{}]``)."""
+    if not model_grid or cell.dataset not in CF_DATASETS or cell.model.cf != "factors":
+        return [{}]
+    crossed = itertools.product(*model_grid.values())
+    return [dict(zip(model_grid, values, strict=True)) for values in crossed]
+
+
 def tune_cell(cfg: Config, benchmark: str) -> TuneCell:
     """The cell ``tune@<benchmark>``: the grid and budget, and each tuned learner's train cell."""
     if benchmark not in cfg.tune.benchmarks:
         raise ConfigError(f"benchmark {benchmark!r} is not in tune.benchmarks")
+    cells = {lr: train_cell(cfg, lr, benchmark) for lr in cfg.tune.learners}
+    applies = model_points(next(iter(cells.values())), cfg.tune.model) != [{}]
     return TuneCell(
         benchmark=benchmark,
-        cells={lr: train_cell(cfg, lr, benchmark) for lr in cfg.tune.learners},
+        cells=cells,
         inner_lr=list(cfg.tune.inner_lr),
         meta_lr=list(cfg.tune.meta_lr),
         iterations=cfg.tune.iterations,
+        model=dict(cfg.tune.model) if applies else {},
     )
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from metalearn.algorithms import REGISTRY, Fitted, MetaLearner, make
+from metalearn.algorithms.bias import USER_KEY, fit_item_offsets
 from metalearn.cell import TrainCell
 from metalearn.config import ModelConfig
 from metalearn.data.episodes import TaskSource
@@ -82,11 +83,16 @@ def _benchmark_model(model_cfg: ModelConfig, source: TaskSource) -> nn.Module:
     """The model params.yaml's ``model`` section gives ``source``'s architecture."""
     hidden, activation = model_cfg.hidden, model_cfg.activation
     if source.architecture == "ratings":  # item ids in, item tables in the model
-        if model_cfg.cf == "factors":
-            return ItemFactorModel(
-                source.features, source.mean_rating, model_cfg.item_dim, hidden, activation
-            )
-        return ItemFeatureMLP(source.features, hidden, activation)
+        if model_cfg.cf == "mlp":
+            return ItemFeatureMLP(source.features, hidden, activation)
+        mean, offsets = source.mean_rating, None
+        if model_cfg.item_offsets == "bias":  # start as the bias baseline: a residual over it
+            items, ratings = source.train_ratings()
+            fit = fit_item_offsets(items, ratings, source.n_items, model_cfg.item_shrinkage)
+            mean, offsets = float(fit[USER_KEY]), fit["item.bias.weight"]
+        return ItemFactorModel(
+            source.features, mean, model_cfg.item_dim, hidden, activation, offsets=offsets
+        )
     if source.architecture == "mlp":
         return MLP(source.in_dim, source.out_dim, hidden, activation)
     if source.architecture == "conv4":
@@ -131,6 +137,25 @@ class Adam:
             m.lerp_(g, 1 - self.beta1)
             v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
             p.addcdiv_(m, (v.sqrt() / bias_correction2_sqrt).add_(self.eps), value=-step_size)
+
+
+class ItemDecay:
+    """Weight decay of a rating model's item tables (``item.*``) towards their initial values,
+    decoupled from Adam (Loshchilov & Hutter, 2019): after each outer step,
+    ``theta <- theta - beta_t * rate * (theta - theta_0)``. The tables are the model's only
+    per-item parameters, fitted from a few hundred meta-train users; the decay keeps an item
+    that few of them rated near its start (zero, or the bias baseline's offset)."""
+
+    PREFIX = "item."
+
+    def __init__(self, params: Params, rate: float) -> None:
+        tables = [k for k in params if k.startswith(self.PREFIX)] if rate else []
+        self.rate, self.start = rate, {k: params[k].detach().clone() for k in tables}
+
+    @torch.no_grad()
+    def step(self, params: Params, lr: float) -> None:
+        for k, start in self.start.items():
+            params[k].sub_(params[k] - start, alpha=lr * self.rate)
 
 
 @dataclass
@@ -207,6 +232,7 @@ def meta_train(
     init_rng = torch.Generator().manual_seed(cell.seed)
     params = learner.meta_params(init_params(task.model, init_rng, device=device))
     optimizer = Adam(params, lr=cell.meta_lr)
+    decay = ItemDecay(params, cell.model.item_decay)
     best = _Best(metric.higher_is_better)
 
     def validate(iteration: int) -> dict[str, float]:
@@ -249,6 +275,7 @@ def meta_train(
         first_loss = float(loss) if first_loss is None else first_loss
         _check_divergence(float(loss), first_loss, cell, iteration)
         optimizer.step(params, grads)
+        decay.step(params, optimizer.lr)
         row = {"meta_train_loss": float(loss)}
         if lead and (iteration % cell.val_every == 0 or iteration == last):
             row.update(validate(iteration))

@@ -2,7 +2,8 @@
 
 Stage ``tune@<benchmark>`` of the tuning pipeline (``tuning/dvc.yaml``, run only when asked for:
 ``dvc repro tuning/dvc.yaml``; ``tune.benchmarks``) meta-trains each learner of ``tune.learners``
-once per point of the grid ``tune.inner_lr`` x ``tune.meta_lr``, for ``tune.iterations``
+once per point of the grid ``tune.inner_lr`` x ``tune.meta_lr`` (on the CF factors model also
+crossed with the model keys of ``tune.model``), for ``tune.iterations``
 meta-iterations and one seed (``train.seed``), with everything else as the benchmark's protocol,
 and scores each point by its best meta-val value (the point the train stage would keep). It writes
 the whole table to ``results/tuning/<benchmark>.csv`` and the choice per learner to
@@ -13,8 +14,9 @@ The choice reaches the study through ``params.yaml``, by hand or by
     python -m metalearn.tuning apply [BENCHMARK ...] [--dry-run]
 
 which writes each chosen ``inner_lr`` and ``meta_lr`` into
-``pipeline.benchmarks.<b>.algo.<learner>`` for every benchmark of the tuned benchmark's dataset
-(per dataset: the tuned setting stands for the others), keeping the file's comments.
+``pipeline.benchmarks.<b>.algo.<learner>``, and the chosen ``tune.model`` point into
+``pipeline.benchmarks.<b>.model``, for every benchmark of the tuned benchmark's dataset (per
+dataset: the tuned setting stands for the others), keeping the file's comments.
 """
 
 from __future__ import annotations
@@ -35,19 +37,32 @@ from metalearn import paths
 from metalearn.cell import TrainCell, TuneCell
 from metalearn.config import Config, ConfigError, default_params_path, load_config
 from metalearn.errors import MissingInputError, StageError
-from metalearn.spec import COMPILE_FROM
+from metalearn.spec import COMPILE_FROM, model_points
 from metalearn.training import NonFiniteError
 
 Row = dict[str, Any]
+#: A sweep row's columns besides the model keys it varied.
+GRID_COLUMNS = (
+    "learner", "inner_lr", "meta_lr", "best_meta_val", "best_iteration", "seconds", "diverged",
+)  # fmt: skip
 
 
-def point_cell(cell: TrainCell, inner_lr: float, meta_lr: float, budget: int) -> TrainCell:
-    """``cell`` with the inner step size, meta-lr and budget of a grid point, on one seed;
-    compiled only for a budget that repays compiling (each point's step size is a new graph)."""
+def point_cell(
+    cell: TrainCell, inner_lr: float, meta_lr: float, budget: int, model: Row | None = None
+) -> TrainCell:
+    """``cell`` with the inner step size, meta-lr, budget and model keys (``model``) of a grid
+    point, on one seed; compiled only for a budget that repays compiling (each point's step
+    size is a new graph)."""
     options = {**cell.options, "inner_lr": inner_lr}
     compiled = cell.compile and budget >= COMPILE_FROM
     return dataclasses.replace(
-        cell, options=options, meta_lr=meta_lr, iterations=budget, seeds=1, compile=compiled
+        cell,
+        options=options,
+        meta_lr=meta_lr,
+        iterations=budget,
+        seeds=1,
+        compile=compiled,
+        model=dataclasses.replace(cell.model, **(model or {})),
     )
 
 
@@ -57,26 +72,29 @@ def tune(
     train_points: Callable[[list[TrainCell], Callable[[int, Any], None]], list[Any]],
     on_point: Callable[[Row], None] | None = None,
 ) -> list[Row]:
-    """One row per (learner, inner_lr, meta_lr) of ``grid`` for each cell (a learner on the
-    tuned benchmark): the best meta-val value, its iteration and the seconds taken; a point
+    """One row per (learner, model point, inner_lr, meta_lr) of ``grid`` for each cell (a
+    learner on the tuned benchmark; the model points of :func:`model_points`, whose keys are
+    columns of the row): the best meta-val value, its iteration and the seconds taken; a point
     that diverged has NaN and the error in ``diverged``. ``train_points(points, on_done)``
     meta-trains every point (in any order, in parallel if it likes:
     :func:`metalearn.parallel.train_all`), calls ``on_done(index, result)`` as each ends and
     returns, in order, a :class:`metalearn.training.TrainResult` or the
     :class:`metalearn.training.NonFiniteError` of a point that diverged."""
     keys = [
-        (cell, inner_lr, meta_lr)
+        (cell, model, inner_lr, meta_lr)
         for cell in cells
+        for model in model_points(cell, grid.model)
         for inner_lr in grid.inner_lr
         for meta_lr in grid.meta_lr
     ]
-    points = [point_cell(cell, a, b, grid.iterations) for cell, a, b in keys]
+    points = [point_cell(cell, a, b, grid.iterations, model) for cell, model, a, b in keys]
 
     def row_of(i: int, result: Any) -> Row:
-        cell, inner_lr, meta_lr = keys[i]
+        cell, model, inner_lr, meta_lr = keys[i]
         diverged = isinstance(result, Exception)  # a diverged point loses; the sweep goes on
         return {
             "learner": cell.learner,
+            **model,
             "inner_lr": inner_lr,
             "meta_lr": meta_lr,
             "best_meta_val": math.nan if diverged else result.best_val,
@@ -125,11 +143,57 @@ def choose(rows: Sequence[Row], higher_is_better: bool) -> dict[str, Row]:
     return chosen
 
 
-def markdown(benchmark: str, rows: Sequence[Row], chosen: dict[str, Row]) -> str:
-    """The sweep as a table: learners down, grid points across, the chosen one in bold."""
+def model_keys(rows: Sequence[Row]) -> list[str]:
+    """The model keys the sweep varied: the rows' columns beyond the grid's own."""
+    return [k for k in (rows[0] if rows else {}) if k not in GRID_COLUMNS]
+
+
+def choose_model(rows: Sequence[Row], higher_is_better: bool) -> tuple[Row, dict[str, Row]]:
+    """The model point whose learners do best on average (the mean over learners of each one's
+    best value there; a point where a learner diverged everywhere never wins unless all do)
+    and, at that point, each learner's chosen row (:func:`choose`). ``({}, choose(rows))`` for
+    a sweep without model keys."""
+    keys = model_keys(rows)
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    learners = set(r["learner"] for r in rows)
+    sign = -1.0 if higher_is_better else 1.0
+    best = None
+    for point, group in groups.items():
+        chosen = choose(group, higher_is_better)
+        values = [r["best_meta_val"] for r in chosen.values()]
+        rank = (len(chosen) < len(learners), sign * sum(values) / max(len(values), 1))
+        if best is None or rank < best[0]:
+            best = (rank, dict(zip(keys, point, strict=True)), chosen)
+    return best[1], best[2]
+
+
+def markdown(
+    benchmark: str, rows: Sequence[Row], chosen: dict[str, Row], higher_is_better: bool = False
+) -> str:
+    """The sweep as tables, one per model point: learners down, grid points across, the chosen
+    one in bold; with model keys, each table's heading gives its point and the learners' mean."""
+    keys = model_keys(rows)
+    lines = [f"#### {benchmark}", ""]
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    for point, group in groups.items():
+        if keys:
+            best = [r["best_meta_val"] for r in choose(group, higher_is_better).values()]
+            mine = any(r is chosen.get(r["learner"]) for r in group)
+            name = ", ".join(f"{k} {v}" for k, v in zip(keys, point, strict=True))
+            mean = f"mean of the learners' best {sum(best) / max(len(best), 1):.4f}"
+            lines += [f"{name}: {mean}{' (chosen)' if mine else ''}", ""]
+        lines += [*_grid_table(group, chosen), ""]
+    return "\n".join(lines)
+
+
+def _grid_table(rows: Sequence[Row], chosen: dict[str, Row]) -> list[str]:
     points = list(dict.fromkeys((r["inner_lr"], r["meta_lr"]) for r in rows))
     header = " | ".join(f"α {a:g}, β {b:g}" for a, b in points)
-    lines = [f"#### {benchmark}", "", f"| learner | {header} |", "|---|" + "---|" * len(points)]
+    lines = [f"| learner | {header} |", "|---|" + "---|" * len(points)]
     for learner in dict.fromkeys(r["learner"] for r in rows):
         cells = []
         for a, b in points:
@@ -139,18 +203,23 @@ def markdown(benchmark: str, rows: Sequence[Row], chosen: dict[str, Row]) -> str
             cell = "diverged" if row.get("diverged") else f"{row['best_meta_val']:.4f}"
             cells.append(f"**{cell}**" if chosen.get(learner) is row else cell)
         lines.append(f"| {learner} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ------------------------------------------------------------------------- applying the choice
 
 
 def apply(
-    params_path: Path, choices: dict[str, dict[str, Row]], cfg: Config, write: bool = True
+    params_path: Path,
+    choices: dict[str, dict[str, Row]],
+    cfg: Config,
+    write: bool = True,
+    models: dict[str, Row] | None = None,
 ) -> list[str]:
-    """Write each chosen ``inner_lr``/``meta_lr`` into ``params.yaml`` under every benchmark of
-    the tuned benchmark's dataset (``write=False``: only say what would change); return the
-    changes as ``key: old -> new`` lines."""
+    """Write each chosen ``inner_lr``/``meta_lr`` (and the tuned benchmark's chosen model keys,
+    ``models``) into ``params.yaml`` under every benchmark of the tuned benchmark's dataset
+    (``write=False``: only say what would change); return the changes as ``key: old -> new``
+    lines."""
     yaml = YAML()
     yaml.width = 4096  # never fold a line
     yaml.indent(mapping=2, sequence=4, offset=2)  # the file's own layout
@@ -165,6 +234,13 @@ def apply(
         for name, entry in entries.items():
             if entry["dataset"] != dataset:
                 continue
+            for key, new in (models or {}).get(tuned, {}).items():
+                model = entry.setdefault("model", CommentedMap())
+                if model.get(key) != new:
+                    changes.append(
+                        f"pipeline.benchmarks.{name}.model.{key}: {model.get(key)} -> {new}"
+                    )
+                    model[key] = new
             algo = entry.setdefault("algo", {})
             if hasattr(algo, "fa"):
                 algo.fa.set_block_style()  # one learner a line, not one long flow mapping
@@ -186,17 +262,21 @@ def apply(
     return changes
 
 
-def read_choices(root: Path, benchmarks: Sequence[str]) -> dict[str, dict[str, Row]]:
-    """The ``chosen`` rows of each tuned benchmark's ``results/tuning/<b>.json``."""
-    out = {}
+def read_choices(
+    root: Path, benchmarks: Sequence[str]
+) -> tuple[dict[str, dict[str, Row]], dict[str, Row]]:
+    """The ``chosen`` rows and the chosen model keys of each tuned benchmark's
+    ``results/tuning/<b>.json``."""
+    choices, models = {}, {}
     for b in benchmarks:
         path = root / paths.tuning_json(b)
         if not path.is_file():
             raise MissingInputError(
                 f"{path} is missing; run `dvc repro tuning/dvc.yaml:tune@{b}` first"
             )
-        out[b] = json.loads(path.read_text())["chosen"]
-    return out
+        summary = json.loads(path.read_text())
+        choices[b], models[b] = summary["chosen"], summary.get("model", {})
+    return choices, models
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,11 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             names = ", ".join(unknown)
             raise ConfigError(f"{names}: not in tune.benchmarks {cfg.tune.benchmarks}")
-        choices = read_choices(params.parent, args.benchmarks or cfg.tune.benchmarks)
+        choices, models = read_choices(params.parent, args.benchmarks or cfg.tune.benchmarks)
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    changes = apply(params, choices, cfg, write=not args.dry_run)
+    changes = apply(params, choices, cfg, write=not args.dry_run, models=models)
     print("\n".join(changes) if changes else "params.yaml already holds the tuned values")
     return 0
 

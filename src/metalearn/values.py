@@ -17,8 +17,9 @@ AtLeast1 = Annotated[Int, Field(ge=1)]
 NonNegative = Annotated[Int, Field(ge=0)]
 Positive = Annotated[Float, Field(gt=0, allow_inf_nan=False)]
 Fraction = Annotated[Float, Field(gt=0, lt=1)]
+Weight = Annotated[Float, Field(ge=0, allow_inf_nan=False)]  # a shrinkage or a decay: >= 0
 #: One or more numbers >= 0, e.g. a grid of candidates a fitted baseline chooses from.
-Grid = Annotated[list[Annotated[Float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=1)]
+Grid = Annotated[list[Weight], Field(min_length=1)]
 
 
 def _plain(name: str) -> str:

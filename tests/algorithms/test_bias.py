@@ -95,3 +95,41 @@ def test_fit_chooses_the_pair_with_the_best_meta_val_score():
         result.params["item.bias.weight"],
         fit_item_offsets(items, ratings, n_items, li)["item.bias.weight"],
     )
+
+
+def test_the_factor_model_started_from_the_bias_fit_predicts_as_bias():
+    """``model.item_offsets: bias``: the untrained factors model is the bias baseline (its head
+    bias the fit's mean, its item bias the fit's offsets), so the same user-offset step gives
+    the same predictions."""
+    from metalearn.config import load_config
+    from metalearn.training import Task
+
+    gen = torch.Generator().manual_seed(0)
+    n_items = 7
+    items = torch.randint(n_items, (120,), generator=gen)
+    ratings = torch.rand(120, generator=gen)
+    source = types.SimpleNamespace(
+        architecture="ratings",
+        loss_kind="mse",
+        n_items=n_items,
+        features=torch.randn(n_items, 3, generator=gen),
+        mean_rating=float(ratings.mean()),
+        train_ratings=lambda: (items, ratings),
+    )
+    model_cfg = load_config(["model.item_offsets=bias", "model.item_shrinkage=3.0"]).model
+    task = Task.build(model_cfg, source, "maml")
+    params = init_params(task.model, torch.Generator().manual_seed(1), dtype=DT)
+    fit = fit_item_offsets(items, ratings, n_items, 3.0)
+    assert torch.allclose(params["item.bias.weight"], fit["item.bias.weight"].double())
+    bias = make("bias", steps=1, inner_lr=1.0, user_shrinkage=[0.0])
+    baseline = {k: v.double() for k, v in fit.items()}
+    x, y = torch.tensor([0, 3, 3, 6]), torch.rand(4, generator=gen, dtype=DT)
+    ours = bias.adapt_fast(task.loss_fn, {"head.bias": params["head.bias"]}, params, (x, y))
+    theirs = bias.adapt(make_loss(BiasModel(n_items, 0.5), "mse"), baseline, (x, y))
+    assert ours["head.bias"].item() == pytest.approx(theirs["head.bias"].item(), rel=1e-9)
+    queried = torch.arange(n_items)
+    assert torch.allclose(
+        task.predict({**params, **ours}, queried),
+        make_predict(BiasModel(n_items, 0.5))(theirs, queried),
+        atol=1e-7,
+    )

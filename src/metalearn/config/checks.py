@@ -1,6 +1,7 @@
 """The rules that involve more than one key (e.g. ``eval.tasks`` against a dataset's meta-test
 tasks), checked once the types are: :func:`build_config`."""
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from metalearn.config.schema import (
     EFFICIENCY_PROBLEMS,
     Config,
     EfficiencyConfig,
+    ModelConfig,
     PipelineConfig,
     TrainConfig,
     algo_from_params,
@@ -66,6 +68,12 @@ def _check_processes(train: TrainConfig, benchmark: str) -> None:
 
 
 def _check_tune(cfg: Config) -> None:
+    keys = [f.name for f in dataclasses.fields(ModelConfig)]
+    for key, candidates in cfg.tune.model.items():
+        if key not in keys:
+            raise ConfigError(f"tune.model.{key}: not a key of model ({', '.join(keys)})")
+        for value in candidates:  # each candidate as the model section would take it
+            validate(ModelConfig, {**dataclasses.asdict(cfg.model), key: value}, "tune.model")
     for name in cfg.tune.benchmarks:
         if name not in cfg.pipeline.benchmarks:
             raise ConfigError(

@@ -18,6 +18,7 @@ from metalearn.values import (
     NonNegative,
     Positive,
     Str,
+    Weight,
 )
 
 #: The datasets of the collaborative-filtering benchmarks (ratings; item-id inputs).
@@ -92,6 +93,12 @@ class ModelConfig:
     filters: AtLeast1
     cf: Literal["factors", "mlp"]  # the collaborative-filtering model (models.py)
     item_dim: NonNegative  # learned item-embedding width of "factors"
+    # "factors" only: where its item offsets and mean start (zero and the meta-train mean, or the
+    # bias baseline's fit with shrinkage item_shrinkage), and the weight decay that pulls its
+    # item tables back to that start at every outer step (training.decay_items)
+    item_offsets: Literal["zero", "bias"]
+    item_shrinkage: Weight
+    item_decay: Weight
 
 
 @section
@@ -359,6 +366,9 @@ class TuneConfig:
     inner_lr: Grid
     meta_lr: Grid
     iterations: AtLeast1
+    # model keys and their candidates, crossed with the grid on the CF factors model's
+    # benchmarks (the learners share the chosen point: tuning.choose_model)
+    model: dict[Name, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
 
 
 @section

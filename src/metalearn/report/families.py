@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from metalearn import published
-from metalearn.algorithms import META_LEARNERS
 from metalearn.config import Config, benchmark_config
 from metalearn.config.learners import learner_options
 
@@ -54,9 +53,11 @@ def _cf_tables(cfg: Config) -> list[published.PublishedTable]:
 
 
 def _steps_match(cfg: Config, steps: dict[str, int]) -> bool:
+    """Whether every learner of the paper's rows ran with the table's K (the others, e.g.
+    Meta-SGD and MAML++, are not in the paper and keep their own)."""
     return all(
         learner_options(cfg, name)["steps"] == steps.get(name, steps["*"])
-        for name in META_LEARNERS
+        for name in set(PAPER_ROWS.values())
         if name in cfg.pipeline.learners
     )
 

@@ -19,7 +19,7 @@ from metalearn.runtime import torch_runtime
 from metalearn.spec import read_cell, tune_cell
 from metalearn.stages.cli import Stage
 from metalearn.training import NonFiniteError
-from metalearn.tuning import choose, markdown, tune
+from metalearn.tuning import choose_model, markdown, tune
 
 
 def run(cell: TuneCell) -> dict[str, Any]:
@@ -34,8 +34,10 @@ def run(cell: TuneCell) -> dict[str, Any]:
         return train_all(points, workers, source, device, (NonFiniteError,), on_done)
 
     rows = tune(cells, cell, train_points, on_point=lambda row: print(row, flush=True))
-    chosen = choose(rows, METRICS[source.loss_kind].higher_is_better)
-    summary = {"benchmark": benchmark, "chosen": chosen, "table": markdown(benchmark, rows, chosen)}
+    higher = METRICS[source.loss_kind].higher_is_better
+    model, chosen = choose_model(rows, higher)
+    table = markdown(benchmark, rows, chosen, higher)
+    summary = {"benchmark": benchmark, "model": model, "chosen": chosen, "table": table}
     with Outputs() as out:
         pl.DataFrame(rows).write_csv(out.file(paths.tuning_csv(benchmark)))
         out.write_json(paths.tuning_json(benchmark), summary)

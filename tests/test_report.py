@@ -57,6 +57,7 @@ MEANS = {
     "scratch": 0.30,
 }
 TASK_NOISE = np.random.default_rng(0).normal(0.0, 0.05, 20)  # shared: every difference is exact
+ALL_USERS_NOISE = np.random.default_rng(1).normal(0.0, 0.05, 50)
 TASK_NOISE -= TASK_NOISE.mean()  # per-task means equal the evaluation's
 # added to maml's scores: mean 0, signs mixed, so maml is not significantly worse than adjoint
 MAML_SPREAD = 0.1 * np.tile([1.0, -1.0], 10) * np.linspace(1.0, 2.0, 20)
@@ -228,6 +229,16 @@ def cpu_recipe_outputs(tmp_path):
                 frame = pl.DataFrame({"task": range(scores.size), metric: scores}).reverse()
                 frame.write_parquet(tmp_path / paths.eval_per_task(name, b))  # in any order
                 evaluation[name]["per_task"] = fingerprint(tmp_path / paths.eval_per_task(name, b))
+        if b == "movielens100k-shot10":  # and on every eligible user: maml best there
+            for name, r in evaluation.items():
+                everyone = r["mean"] - (0.2 if name == "maml" else 0.0) + ALL_USERS_NOISE
+                file = tmp_path / paths.eval_per_task_all_users(name, b)
+                file.parent.mkdir(parents=True, exist_ok=True)
+                pl.DataFrame({"task": range(everyone.size), r["metric"]: everyone}).write_parquet(
+                    file
+                )
+                all_users = {"mean": float(everyone.mean()), "tasks": everyone.size}
+                r["all_users"] = {**all_users, "ci": 0.02, "per_task": fingerprint(file)}
         (tmp_path / paths.eval_metrics(b)).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / paths.eval_metrics(b)).write_text(json.dumps(evaluation))
     return cfg
@@ -249,7 +260,7 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
     assert "| learner | mean | − scratch (best) | − bias | − pretrain |\n" in text  # scratch once
     assert "| learner | mean | − scratch (best) | − pretrain |\n" in text  # no bias off CF
     assert "| bias | 0.190 ± 0.010 | 0.190 ± 0.010 |" in text  # in the CF table only
-    assert text.count("| bias |") == 1 + 6  # the CF table and the CF paired tables
+    assert text.count("| bias |") == 1 + 6 + 1  # the CF table, the CF paired tables, all users
     assert (
         "No per-task scores (results/eval/<benchmark>/<learner>.parquet) for alpine-shot100" in text
     )
@@ -259,6 +270,16 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
     assert vs_pretrain["difference"] == pytest.approx(0.3 - 0.2) and vs_pretrain["n"] == 20
     assert jester["learners"]["maml"]["mean"] == pytest.approx(0.3)
     assert "paired" not in summary["alpine-shot100"]
+    everyone = summary["movielens100k-shot10"]["all_users"]  # every eligible user, beside
+    assert everyone["tasks"] == 50 and everyone["paired"]["best"] == "maml"
+    assert everyone["maml"]["nrmse"] == pytest.approx(0.3 - 0.2 + ALL_USERS_NOISE.mean())
+    claim = "adjoint better than maml"  # maml beats adjoint on every user, not on the protocol's
+    assert everyone["claims"]["claims"][claim]["verdict"] == "reversed"
+    assert summary["claims"]["movielens100k-shot10"]["claims"][claim]["verdict"] == "agrees"
+    assert "all_users" not in summary["jester-shot10"]
+    assert "#### movielens100k-shot10: 50 users" in text
+    assert "| benchmark | claims | agrees | ties | reversed | all users: agrees |" in text
+    assert "| jester-shot10 | 10 | 8 | 0 | 2 | – | – | – |" in text
     # ours on jester-shot10: adjoint < imaml < reptile < fomaml < maml; Table 1: A-MAML < iMAML
     # < MAML < Reptile < FOMAML, so the claims "MAML beats Reptile / FOMAML" are reversed
     claims = summary["claims"]["jester-shot10"]
@@ -279,10 +300,15 @@ def test_recheck_recomputes_every_paired_number_and_names_an_edited_one(tmp_path
     write_report(cfg, root=tmp_path, log_plots=False)
     line = recheck(cfg, tmp_path)
     assert line.endswith(
-        "15 benchmarks' paired comparisons and claims recomputed from "
-        f"{tmp_path / 'results/eval'}: all agree"
+        "15 benchmarks' paired comparisons and claims (1 also on every eligible meta-test user) "
+        f"recomputed from {tmp_path / 'results/eval'}: all agree"
     )
     summary = json.loads((tmp_path / paths.SUMMARY_JSON).read_text())
+    edited = json.loads(json.dumps(summary))
+    edited["movielens100k-shot10"]["all_users"]["paired"]["learners"]["maml"]["mean"] = 0.5
+    (tmp_path / paths.SUMMARY_JSON).write_text(json.dumps(edited))
+    with pytest.raises(DataError, match="movielens100k-shot10.all_users.paired.learners.maml.mean"):
+        recheck(cfg, tmp_path)
     summary["claims"]["jester-shot10"]["claims"]["maml better than reptile"]["verdict"] = "agrees"
     (tmp_path / paths.SUMMARY_JSON).write_text(json.dumps(summary))
     with pytest.raises(

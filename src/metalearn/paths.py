@@ -67,6 +67,12 @@ def eval_per_task(learner: str, benchmark: str) -> Path:
     return eval_per_task_dir(benchmark) / f"{learner}.parquet"
 
 
+def eval_per_task_all_users(learner: str, benchmark: str) -> Path:
+    """Per-task scores on every eligible meta-test user (collaborative filtering), beside the
+    protocol's first ``eval.tasks`` tasks of :func:`eval_per_task`."""
+    return eval_per_task_dir(benchmark) / "all-users" / f"{learner}.parquet"
+
+
 SUMMARY_JSON = Path("results/summary.json")
 METRICS_JSON = Path("results/metrics.json")  # the one DVC metrics file: numbers only
 SUMMARY_MD = Path("results/summary.md")

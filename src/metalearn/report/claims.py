@@ -5,6 +5,8 @@ published numbers, and the ``summary.json`` form of the comparisons and claims.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from metalearn.algorithms import META_LEARNERS
@@ -70,6 +72,30 @@ def paper_claims(cfg: Config, results: Results, scores: Scores) -> Claims:
                 higher = _higher(results[b])
                 claims[b] = check_claims(scores[b], values, higher, cfg.eval.confidence)
     return claims
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One task set's evaluations (the protocol's tasks, or every eligible meta-test user), the
+    paired comparisons on them and the papers' claims judged by those."""
+
+    results: Results
+    comparisons: Comparisons
+    claims: Claims
+
+    def json(self) -> dict[str, dict[str, Any]]:
+        """``{benchmark: {"paired": ..., "claims": ...}}`` (claims where the paper makes any),
+        as ``summary.json`` holds them."""
+        out = {b: {"paired": paired_json(c)} for b, c in self.comparisons.items()}
+        for b, found in self.claims.items():
+            out[b]["claims"] = claims_json(found)
+        return json.loads(json.dumps(out))  # lists, not tuples
+
+
+def judge(cfg: Config, results: Results, scores: Scores) -> Judged:
+    """:func:`compare_all` and :func:`paper_claims` on one task set."""
+    comparisons = compare_all(results, scores, cfg.eval.confidence)
+    return Judged(results, comparisons, paper_claims(cfg, results, scores))
 
 
 def _comparison_json(c: Comparison) -> dict[str, Any]:

@@ -9,7 +9,6 @@ those files against the digests their stages recorded and recomputes both.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from metalearn import paths
 from metalearn.config import Config
 from metalearn.errors import DataError
 from metalearn.io import read_json
-from metalearn.report.claims import claims_json, compare_all, paired_json, paper_claims
-from metalearn.report.results import collect, read_scores, verify_inputs
+from metalearn.report.claims import judge
+from metalearn.report.results import ALL_USERS, all_users, collect, read_scores, verify_inputs
 
 #: Relative tolerance between the recomputed and committed numbers (another BLAS, another
 #: libm may move the last bits of a p-value).
@@ -40,24 +39,25 @@ def recheck(cfg: Config, root: Path = Path()) -> str:
             f"{root / 'results/eval'} holds no per-task scores of {', '.join(results)}: the "
             "report was made before they were committed; re-create them: dvc repro"
         )
-    recomputed = {
-        b: {"paired": paired_json(c)}
-        for b, c in compare_all(results, scores, cfg.eval.confidence).items()
-    }
-    for b, found in paper_claims(cfg, results, scores).items():
-        recomputed[b]["claims"] = claims_json(found)
-    recomputed = json.loads(json.dumps(recomputed))  # as summary.json holds them: lists, not tuples
-    checked = 0
-    for benchmark, parts in recomputed.items():
+    checked, benchmarks = 0, len(scores)
+    for benchmark, parts in judge(cfg, results, scores).json().items():
         committed = {
             "paired": summary.get(benchmark, {}).get("paired"),
             "claims": summary.get("claims", {}).get(benchmark),
         }
         for part, value in parts.items():
             checked += _compare(value, committed[part], f"{benchmark}.{part}", summary_path)
+    everyone = all_users(results)
+    everyone_scores = read_scores(everyone, root, paths.eval_per_task_all_users)
+    for benchmark, parts in judge(cfg, everyone, everyone_scores).json().items():
+        committed = summary.get(benchmark, {}).get(ALL_USERS, {})
+        for part, value in parts.items():
+            where = f"{benchmark}.{ALL_USERS}.{part}"
+            checked += _compare(value, committed.get(part), where, summary_path)
     return (
-        f"{summary_path}: {checked} numbers of {len(recomputed)} benchmarks' paired comparisons "
-        f"and claims recomputed from {root / 'results/eval'}: all agree"
+        f"{summary_path}: {checked} numbers of {benchmarks} benchmarks' paired comparisons "
+        f"and claims ({len(everyone_scores)} also on every eligible meta-test user) recomputed "
+        f"from {root / 'results/eval'}: all agree"
     )
 
 

@@ -24,6 +24,9 @@ Scores = dict[str, dict[str, np.ndarray]]  # benchmark -> learner -> per-task sc
 
 
 BASELINE = "scratch"  # every meta-learner must beat it
+#: An evaluate record's scores on every eligible meta-test user (collaborative filtering), beside
+#: the protocol's first ``eval.tasks`` tasks: ``{"mean", "ci", "tasks", "per_task", ...}``.
+ALL_USERS = "all_users"
 
 
 def collect(cfg: Config, root: Path = Path()) -> Results:
@@ -48,12 +51,15 @@ def verify_inputs(cfg: Config, results: Results, root: Path = Path()) -> None:
     (evaluate and train record their digests); else one line naming the file and the fix.
     A benchmark evaluated without per-task files has none to check (the report says so)."""
     for benchmark, by_learner in results.items():
+        stage = f"evaluate@{benchmark}"
+        fix = _fix(root / paths.eval_per_task_dir(benchmark), stage)
         for learner, record in by_learner.items():
             per_task = root / paths.eval_per_task(learner, benchmark)
             if "per_task" in record or per_task.exists():
-                stage = f"evaluate@{benchmark}"
-                fix = _fix(root / paths.eval_per_task_dir(benchmark), stage)
                 fingerprint.verify({per_task: record.get("per_task")}, stage, fix)
+            if ALL_USERS in record:
+                everyone = root / paths.eval_per_task_all_users(learner, benchmark)
+                fingerprint.verify({everyone: record[ALL_USERS].get("per_task")}, stage, fix)
             stage = f"{train_stage(cfg, learner)}@{learner}-{benchmark}"
             curve = root / paths.train_curve(learner, benchmark)
             train = read_json(root / paths.train_metrics(learner, benchmark))
@@ -80,12 +86,29 @@ def summary_metrics(results: Results) -> dict[str, Any]:
     }
 
 
-def read_scores(results: Results, root: Path = Path()) -> Scores:
-    """``{benchmark: {learner: per-task scores, in task order}}`` from evaluate's parquet files,
-    for each benchmark that has every learner's file (the others get no paired statistics)."""
+def all_users(results: Results) -> Results:
+    """The benchmarks whose every learner was also scored on every eligible meta-test user, as
+    :data:`Results` of those scores (``mean``, ``ci``, ``tasks``, ``per_task`` replaced; the
+    metric and its direction as the protocol's)."""
+    return {
+        benchmark: {lr: {**r, **r[ALL_USERS]} for lr, r in by_learner.items()}
+        for benchmark, by_learner in results.items()
+        if all(ALL_USERS in r for r in by_learner.values())
+    }
+
+
+def read_scores(
+    results: Results,
+    root: Path = Path(),
+    per_task: Callable[[str, str], Path] = paths.eval_per_task,
+) -> Scores:
+    """``{benchmark: {learner: per-task scores, in task order}}`` from evaluate's parquet files
+    (``per_task(learner, benchmark)``: the protocol's tasks, or
+    :func:`metalearn.paths.eval_per_task_all_users` with :func:`all_users`' results), for each
+    benchmark that has every learner's file (the others get no paired statistics)."""
     scores = {}
     for benchmark, by_learner in results.items():
-        files = {lr: root / paths.eval_per_task(lr, benchmark) for lr in by_learner}
+        files = {lr: root / per_task(lr, benchmark) for lr in by_learner}
         if not all(f.is_file() for f in files.values()):
             continue
         frames = {lr: pl.read_parquet(f).sort("task") for lr, f in files.items()}

@@ -11,23 +11,16 @@ from typing import Any
 from metalearn import paths
 from metalearn.config import Config
 from metalearn.io import Outputs
-from metalearn.report.claims import (
-    Claims,
-    Comparisons,
-    best_against_published,
-    claims_json,
-    compare_all,
-    paired_json,
-    paper_claims,
-    sanity_checks,
-)
+from metalearn.report.claims import Judged, best_against_published, judge, sanity_checks
 from metalearn.report.families import FAMILIES
 from metalearn.report.plots import _log_plots, bar_chart, curves_chart
 from metalearn.report.protocol import changes_from_default, protocol_differences, protocol_table
 from metalearn.report.provenance import default_config, provenance, provenance_line
 from metalearn.report.registry import register_best
 from metalearn.report.results import (
+    ALL_USERS,
     Results,
+    all_users,
     best_learner,
     collect,
     headline_metrics,
@@ -37,6 +30,7 @@ from metalearn.report.results import (
 )
 from metalearn.report.tables import (
     _tasks,
+    all_users_section,
     best_table,
     claims_section,
     family_table,
@@ -52,12 +46,16 @@ def markdown(
     prov: dict[str, Any],
     default: Config | None = None,
     best: dict[str, dict[str, Any]] | None = None,
-    comparisons: Comparisons | None = None,
-    claims: Claims | None = None,
+    protocol: Judged | None = None,
+    everyone: Judged | None = None,
 ) -> str:
-    """The whole ``summary.md``; without ``comparisons`` (no per-task scores read) no paired
-    section and the best mean alone in bold."""
+    """The whole ``summary.md``; without ``protocol`` (no per-task scores read) no paired
+    section and the best mean alone in bold; with ``everyone`` (the scores on every eligible
+    meta-test user) a section of their paired comparisons and their claims beside the
+    protocol's."""
     confidence = cfg.eval.confidence
+    comparisons = protocol.comparisons if protocol else None
+    claims = protocol.claims if protocol else None
     most = max(_tasks(results, b) for b in results)
     parts = [
         "# Results",
@@ -79,7 +77,7 @@ def markdown(
     if best:
         parts.append(best_table(best))
     if claims:
-        parts.append(claims_section(cfg, claims))
+        parts.append(claims_section(cfg, claims, everyone.claims if everyone else None))
     parts += ["### Sanity checks", ""]
     bad = checks["not_beating_scratch"]
     if not bad:
@@ -109,6 +107,8 @@ def markdown(
         parts += [f"- {c}" for c in changes] + [""]
     if comparisons is not None:
         parts.append(paired_section(results, comparisons, confidence))
+    if everyone and everyone.comparisons:
+        parts.append(all_users_section(everyone))
     return "\n".join(parts)
 
 
@@ -119,20 +119,26 @@ def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> di
     checks = sanity_checks(results)
     prov = provenance(cfg, results, root)
     best = best_against_published(results, cfg)
-    scores = read_scores(results, root)
-    comparisons = compare_all(results, scores, cfg.eval.confidence)
-    claims = paper_claims(cfg, results, scores)
+    protocol = judge(cfg, results, read_scores(results, root))
+    everyone = all_users(results)
+    everyone = judge(cfg, everyone, read_scores(everyone, root, paths.eval_per_task_all_users))
     summary = {**summary_metrics(results), "checks": checks, "best": best, "provenance": prov}
     summary["best_learner"] = {b: best_learner(by_learner) for b, by_learner in results.items()}
-    for b, comparison in comparisons.items():
-        summary[b]["paired"] = paired_json(comparison)
-    summary["claims"] = {b: claims_json(found) for b, found in claims.items()}
+    judged = protocol.json()
+    for b, parts in judged.items():
+        summary[b]["paired"] = parts["paired"]
+    summary["claims"] = {b: parts["claims"] for b, parts in judged.items() if "claims" in parts}
+    for b, parts in everyone.json().items():
+        by_learner = everyone.results[b]
+        tasks = next(iter(by_learner.values()))["tasks"]
+        summary[b][ALL_USERS] = {"tasks": tasks, **summary_metrics({b: by_learner})[b], **parts}
     with Outputs() as out:
         plots = out.folder(root / paths.PLOTS)
         for benchmark, by_learner in results.items():
             bar_chart(benchmark, by_learner, plots / f"{benchmark}-test.png")
             curves_chart(cfg, benchmark, plots / f"{benchmark}-curves.png", root)
-        text = markdown(cfg, results, checks, prov, default_config(root), best, comparisons, claims)
+        default = default_config(root)
+        text = markdown(cfg, results, checks, prov, default, best, protocol, everyone)
         out.file(root / paths.SUMMARY_MD).write_text(text)
         out.write_json(root / paths.SUMMARY_JSON, summary)
         out.write_json(root / paths.METRICS_JSON, headline_metrics(results))

@@ -19,7 +19,7 @@ from metalearn.paired import (
     Comparison,
     verdict_counts,
 )
-from metalearn.report.claims import Claims, Comparisons
+from metalearn.report.claims import Claims, Comparisons, Judged
 from metalearn.report.families import FAMILIES, PAPER_ROWS, Family
 from metalearn.report.results import BASELINE, Results, _better, best_learner
 
@@ -189,13 +189,17 @@ def _percent(benchmark: str) -> bool:
     return any(benchmark in f.columns and f.percent for f in FAMILIES)
 
 
-def paired_table(benchmark: str, results: Results, comparison: BenchmarkComparison) -> str:
+def paired_table(
+    benchmark: str, results: Results, comparison: BenchmarkComparison, title: str = ""
+) -> str:
     """Each learner's mean ± CI (bold as in the family tables) and its paired difference to the
-    best learner and to each other baseline (:func:`_difference`; "–" against itself)."""
+    best learner and to each other baseline (:func:`_difference`; "–" against itself); the
+    heading is ``title``, else the benchmark's name."""
     percent, best = _percent(benchmark), comparison.best
     baselines = [b for b in next(iter(comparison.learners.values())).vs_baselines if b != best]
     heads = ["learner", "mean", f"− {best} (best)", *(f"− {b}" for b in baselines)]
-    lines = [f"#### {benchmark}", "", "| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
+    heading = f"#### {title or benchmark}"
+    lines = [heading, "", "| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
     detectable = []
     for name, c in comparison.learners.items():
         against = {best: c.vs_best, **{b: c.vs_baselines[b] for b in baselines}}
@@ -233,9 +237,27 @@ def paired_section(results: Results, comparisons: Comparisons, confidence: float
     return "\n".join(lines)
 
 
-def claims_section(cfg: Config, claims: Claims) -> str:
-    """The papers' claims against ours: counts per benchmark, then per family each claim's
-    verdict, difference and p per benchmark."""
+def all_users_section(everyone: Judged) -> str:
+    """:func:`paired_table` per benchmark on every eligible meta-test user."""
+    lines = [
+        "### Every eligible meta-test user",
+        "",
+        "The collaborative-filtering benchmarks are also scored on one task per eligible "
+        "meta-test user (at least shots + queries ratings): the protocol's tasks first, then "
+        "every other user, each with its own support and query draw. Same statistics as the "
+        "paired comparisons above; more tasks, so smaller differences are detectable.",
+        "",
+    ]
+    for b, comparison in everyone.comparisons.items():
+        tasks = _tasks(everyone.results, b)
+        lines.append(paired_table(b, everyone.results, comparison, f"{b}: {tasks:,} users"))
+    return "\n".join(lines)
+
+
+def claims_section(cfg: Config, claims: Claims, everyone: Claims | None = None) -> str:
+    """The papers' claims against ours: counts per benchmark (and on every eligible meta-test
+    user, ``everyone``, where scored), then per family each claim's verdict, difference and p
+    per benchmark."""
     families = [f for f in FAMILIES if f.ranking and any(b in claims for b in f.columns)]
     sources = "; ".join(f"{f.title.partition(':')[0]}: {_claims_source(f, cfg)}" for f in families)
     lines = [
@@ -246,15 +268,27 @@ def claims_section(cfg: Config, claims: Claims) -> str:
         f'"X better than Y" ({sources}). Ours *agrees* where X is better with paired Wilcoxon '
         f"p < {ALPHA:g}, is *reversed* where Y is, else it is a *tie*.",
         "",
-        "| benchmark | claims | agrees | ties | reversed |",
-        "|---|---|---|---|---|",
     ]
+    everyone = everyone or {}
+    heads = ["benchmark", "claims", "agrees", "ties", "reversed"]
+    if everyone:
+        heads += ["all users: agrees", "ties", "reversed"]
+    lines += ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
     every = {**claims, "all": [c for found in claims.values() for c in found]}
+    every_user = {**everyone, "all": [c for found in everyone.values() for c in found]}
     for b, found in every.items():
-        counts = " | ".join(str(n) for n in verdict_counts(found).values())
-        lines.append(f"| {b} | {len(found)} | {counts} |")
+        counts = [len(found), *verdict_counts(found).values()]
+        if everyone:
+            on_all = every_user.get(b)
+            counts += [*verdict_counts(on_all).values()] if on_all else ["–"] * 3
+        lines.append(f"| {b} | " + " | ".join(str(n) for n in counts) + " |")
     for family in families:
         lines += ["", _claims_table(family, claims)]
+    if everyone:
+        lines += ["", "On every eligible meta-test user:"]
+        for family in families:
+            if any(b in everyone for b in family.columns):
+                lines += ["", _claims_table(family, everyone)]
     return "\n".join(lines) + "\n"
 
 

@@ -99,3 +99,35 @@ def test_run_captured_returns_when_the_command_exits_not_when_its_children_do(tm
     )
     assert time.monotonic() - start < 10
     assert (done.returncode, done.stdout, done.stderr) == (0, "started\n", "oops\n")
+
+
+def test_the_table_2_recipe_runs_the_cf_benchmarks_at_its_k_and_reports_against_it():
+    from metalearn.config import benchmark_config
+    from metalearn.config.learners import learner_options
+    from metalearn.report.families import FAMILIES
+
+    cfg = load_config(RECIPES["study-cpu-table2"].overrides)
+    assert {e.dataset for e in cfg.pipeline.benchmarks.values()} == {
+        "jester",
+        "movielens100k",
+        "movielens1m",
+    }
+    entry = benchmark_config(cfg, "movielens1m-shot20")
+    steps = {lr: learner_options(entry, lr)["steps"] for lr in ("maml", "mamlpp", "adjoint")}
+    assert steps == {"maml": 10, "mamlpp": 10, "adjoint": 100}
+    assert "Table 2" in FAMILIES[0].published(cfg)[0].source
+    assert "Table 1" in FAMILIES[0].published(load_config(RECIPES["study-cpu"].overrides))[0].source
+
+
+def test_the_images_recipe_gives_every_learner_the_same_budget_on_5_way_omniglot():
+    from metalearn.config import benchmark_config
+    from metalearn.config.learners import iterations
+
+    cfg = load_config(RECIPES["images-cpu"].overrides)
+    assert list(cfg.pipeline.benchmarks) == ["omniglot-way5shot1", "omniglot-way5shot5"]
+    budgets = {
+        iterations(benchmark_config(cfg, b), lr)
+        for b in cfg.pipeline.benchmarks
+        for lr in cfg.pipeline.learners
+    }
+    assert budgets == {500}

@@ -17,6 +17,7 @@ B = "cosmixture-shot50"
 TINY = [
     "algo.steps=2",
     "algo.maml.steps=null",
+    "algo.mamlpp.steps=null",
     "train.iterations=3",
     "train.val_every=1",
     "train.meta_batch=2",

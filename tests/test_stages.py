@@ -1,6 +1,7 @@
 """Stage functions on a tiny config in a temp directory: determinism and failure handling."""
 
 import dataclasses
+import json
 import math
 import shutil
 import subprocess
@@ -17,7 +18,8 @@ import yaml
 from metalearn import paths
 from metalearn.checkpoint import CheckpointError
 from metalearn.config import load_config
-from metalearn.data.episodes import load_episodes
+from metalearn.data.episodes import episodify, load_episodes
+from metalearn.fingerprint import fingerprint
 from metalearn.metrics import rmse
 from metalearn.models import init_params
 from metalearn.spec import evaluate_cell, train_cell
@@ -26,6 +28,7 @@ from metalearn.stages import report as report_stage
 from metalearn.stages import train as train_stage
 from metalearn.stages.cli import brief, main
 from metalearn.training import Adam, NonFiniteError, Task, build_learner, meta_lr_at, meta_train
+from tests.data.test_ratings import ml100k, random_ratings, tsv
 from tests.tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,6 +233,59 @@ def test_every_training_seed_is_trained_and_scored(workdir):
     assert per_task["nrmse"].to_numpy() == pytest.approx(by_seed.mean(1))
     assert result["seeds"] == 2 and result["mean"] == pytest.approx(by_seed.mean())
     assert result["seed_sd"] == pytest.approx(by_seed.mean(0).std(ddof=1), rel=1e-5)
+
+
+CF = "movielens100k-shot10"
+CF_TINY = [
+    *TINY,
+    "pipeline.learners=[maml]",
+    f"pipeline.benchmarks.{CF}.train.seeds=2",
+    "data.movielens100k.users={val:0.2,test:0.25}",
+    "data.movielens100k.val_tasks=3",
+    "data.movielens100k.test_tasks=5",
+    "data.movielens100k.embedding_dim=4",
+]
+
+
+@pytest.fixture
+def cf_workdir(workdir):
+    """The tiny workdir, with the episodes of a tiny movielens100k-shot10 too: 60 users with
+    >= 25 ratings each (shots + queries), so 15 meta-test users, all eligible."""
+    ml100k(workdir / "raw", tsv(random_ratings(lo=25, hi=35)))
+    episodify(load_config(CF_TINY), CF, paths.episodes(CF), raw_dir=workdir / "raw")
+    return workdir
+
+
+def test_evaluate_scores_every_test_user_apart_from_the_protocol(cf_workdir):
+    cfg = load_config(CF_TINY)
+    for learner in ("maml", "bias"):  # bias: the classical baseline of every CF benchmark
+        train_stage.run(train_cell(cfg, learner, CF))
+    results = evaluate_stage.run(evaluate_cell(cfg, CF))
+    assert results["bias"]["all_users"]["tasks"] == 15
+    result = results["maml"]
+    every = result["all_users"]
+    file = paths.eval_per_task_all_users("maml", CF)
+    scores, protocol = pl.read_parquet(file), pl.read_parquet(paths.eval_per_task("maml", CF))
+    assert scores.columns == protocol.columns == ["task", "nrmse", "nrmse_seed0", "nrmse_seed1"]
+    assert every["tasks"] == scores.height == 15 and result["tasks"] == protocol.height == 3
+    assert every["mean"] == pytest.approx(scores["nrmse"].mean())
+    assert every["per_task"] == fingerprint(file) and every["seed_sd"] > 0
+    assert set(every) == {"mean", "ci", "tasks", "seed_sd", "seconds", "per_task"}
+    first = scores.head(3).drop("task").to_numpy()  # the protocol's tasks come first
+    assert first == pytest.approx(protocol.drop("task").to_numpy(), rel=1e-5)
+    run = mlflow.get_run(result["mlflow_run_id"])
+    assert run.data.metrics["test_nrmse_all_users"] == pytest.approx(every["mean"])
+    assert "(all users: " in evaluate_stage.line({"maml": result})
+
+    meta_file = paths.episodes(CF) / "meta.json"  # as episodes written before test_all were
+    meta = json.loads(meta_file.read_text())
+    del meta["tasks"]["test_all"]
+    meta_file.write_text(json.dumps(meta))
+    before = evaluate_stage.run(evaluate_cell(cfg, CF))["maml"]
+    assert "all_users" not in before and not file.parent.exists()
+    same = ("mean", "ci", "tasks", "seeds", "seed_sd", "per_task")
+    assert {k: before[k] for k in same} == {k: result[k] for k in same}
+    assert pl.read_parquet(paths.eval_per_task("maml", CF)).equals(protocol)
 
 
 SELECTORS = {

@@ -105,6 +105,7 @@ def test_the_stage_writes_the_sweep_and_the_choice(workdir):
             "tune.benchmarks=[cosmixture-shot50]",
             "algo.steps=2",
             "algo.maml.steps=null",
+            "algo.mamlpp.steps=null",
             "train.val_every=1",
             "train.meta_batch=2",
             "data.cosmixture.functions={train:6,val:3,test:3}",

@@ -3,6 +3,7 @@
 TINY = [
     "algo.steps=2",
     "algo.maml.steps=null",
+    "algo.mamlpp.steps=null",
     "train.iterations=4",
     "train.val_every=2",
     "train.meta_batch=2",

@@ -23,6 +23,10 @@ class Metric:
     higher_is_better: bool
 
 
+#: An evaluate record's key for the scores on every eligible meta-test user (the rating
+#: benchmarks), beside the protocol's first ``eval.tasks`` tasks.
+ALL_USERS = "all_users"
+
 METRICS = {
     # RMSE of standardised targets (synthetic) or of ratings scaled to [0, 1] (CF)
     "mse": Metric("nrmse", higher_is_better=False),

@@ -52,6 +52,7 @@ SMOKE: dict[str, Any] = {
     "pipeline.benchmarks": {BENCHMARK: {"dataset": "cosmixture", "setting": "shot50"}},
     "algo.steps": 2,
     "algo.maml.steps": None,
+    "algo.mamlpp.steps": None,
     "train.iterations": 3,
     "train.val_every": 3,
     "train.meta_batch": 2,

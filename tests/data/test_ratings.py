@@ -340,6 +340,52 @@ def test_fixed_tasks_are_eligible_held_out_users_with_disjoint_support_and_query
     assert not test_users & train_users
 
 
+@pytest.mark.parametrize("setting", ["shot5", "shot10"])
+def test_test_all_is_the_protocol_tasks_then_every_other_eligible_test_user(
+    ml_raw, tmp_path, setting
+):
+    meta = build(ml_raw, tmp_path / "a", setting=setting)
+    n, need = 4, 10 if setting == "shot5" else 20
+    protocol = pl.read_parquet(tmp_path / "a/test.parquet")
+    every = pl.read_parquet(tmp_path / "a" / f"{rt.ALL_USERS}.parquet")
+    assert every.schema == protocol.schema
+    assert every.head(protocol.height).equals(protocol)  # the protocol's tasks, row for row
+    rest = every.slice(protocol.height)
+    ratings = pl.read_parquet(tmp_path / "a" / rt.RATINGS)
+    count = dict(ratings.group_by("user").len().iter_rows())
+    split = dict(ratings.select("user", "split").unique().iter_rows())
+    eligible = {u for u, c in count.items() if split[u] == "test" and c >= need}
+    users = rest.group_by("task", maintain_order=True).agg(pl.col("user").unique())
+    assert users["task"].to_list() == list(range(n, n + len(users)))
+    assert all(len(u) == 1 for u in users["user"])
+    rest_users = [u[0] for u in users["user"]]
+    assert rest_users == sorted(eligible - set(protocol["user"]))  # one each, by user id
+    assert set(every["user"]) == eligible and set(every["user"]).isdisjoint(
+        u for u, s in split.items() if s != "test"
+    )
+    assert meta["tasks"][rt.ALL_USERS] == every["task"].n_unique() == len(eligible)
+    for _, task in rest.group_by("task"):
+        assert task["role"].to_list() == ["support"] * (need // 2) + ["query"] * (need // 2)
+        assert task["item"].n_unique() == need  # distinct ratings of that user
+    joined = rest.join(ratings, on=["user", "item"], how="left")
+    assert (joined["target"] == joined["y"]).all()
+    build(ml_raw, tmp_path / "b", setting=setting)
+    again = pl.read_parquet(tmp_path / "b" / f"{rt.ALL_USERS}.parquet")
+    assert again.equals(every)
+
+
+def test_rating_source_reads_the_tasks_of_every_test_user(ml_raw, tmp_path):
+    meta = build(ml_raw, tmp_path)
+    source = rt.RatingSource(tmp_path, meta)
+    assert source.all_users_split == rt.ALL_USERS
+    (sx, sy), (qx, qy) = source.fixed_tasks(source.all_users_split)
+    (px, _), (_, pqy) = source.fixed_tasks("test")
+    assert sx.shape == (meta["tasks"][rt.ALL_USERS], 5) and qy.shape == sx.shape
+    assert torch.equal(sx[: len(px)], px) and torch.equal(qy[: len(pqy)], pqy)
+    del meta["tasks"][rt.ALL_USERS]  # episodes written before there were such tasks
+    assert rt.RatingSource(tmp_path, meta).all_users_split is None
+
+
 def test_not_enough_eligible_users_says_how_many_and_which_key(ml_raw, tmp_path):
     meta = build(ml_raw, tmp_path / "ok", setting="shot10")
     n = meta["counts"]["eligible_users"]["test"]

@@ -41,8 +41,16 @@ class TaskSource(Protocol):
         """``n_tasks`` fresh meta-train tasks ``(support, query)`` from ``generator``."""
         ...
 
-    def fixed_tasks(self, split: Literal["val", "test"]) -> tuple[Batch, Batch]:
-        """The benchmark's fixed meta-val or meta-test tasks, identical for every learner."""
+    def fixed_tasks(self, split: Literal["val", "test", "test_all"]) -> tuple[Batch, Batch]:
+        """The benchmark's fixed meta-val or meta-test tasks, identical for every learner; or
+        those of :attr:`all_users_split`."""
+        ...
+
+    @property
+    def all_users_split(self) -> str | None:
+        """The split of fixed tasks covering every eligible meta-test user (``"test_all"``: the
+        rating benchmarks; its first tasks are the protocol's), scored beside the protocol's;
+        ``None`` where there is none (a class attribute will do)."""
         ...
 
 

@@ -392,6 +392,7 @@ class ImageSource:
 
     architecture: Literal["conv4"] = "conv4"
     loss_kind: Literal["cross_entropy"] = "cross_entropy"
+    all_users_split: str | None = None  # only the rating benchmarks score every test user
 
     def __init__(self, path: str | Path, meta: dict[str, Any]) -> None:
         self.path, self.meta = Path(path), meta

@@ -29,9 +29,15 @@ over those items. Items that no meta-train user rated (seen only in meta-val/met
 the zero vector, i.e. the mean item after standardization: nothing about them leaks from
 held-out users. The embedding dimension must not exceed the matrix's numerical rank.
 
+**Every meta-test user.** Besides the protocol's ``test_tasks``, ``test_all.parquet`` holds one
+task per eligible meta-test user, so that a learner can also be scored on all of them: its first
+``test_tasks`` tasks are those of ``test.parquet``, row for row, then one task for each other
+eligible meta-test user, by user id, with ``shots + queries`` of their ratings drawn without
+replacement from a stream of its own (the protocol's tasks and numbers do not change).
+
 **Randomness.** numpy generators seeded by ``(seed mod 2**64, stream)``, one stream each for the
-user split (0), the meta-val tasks (1) and the meta-test tasks (2): the same seed gives the same
-split and the same fixed tasks.
+user split (0), the meta-val tasks (1), the meta-test tasks (2) and the other meta-test users'
+tasks (3): the same seed gives the same split and the same fixed tasks.
 
 **Files** (in the benchmark directory):
 
@@ -43,7 +49,9 @@ split and the same fixed tasks.
   column 1..100 minus 1, i.e. 0..99; MovieLens: the movie id);
 * ``val.parquet``, ``test.parquet``: the fixed tasks, identical for every learner, columns
   ``task``, ``role`` ("support" | "query"), ``item``, ``target`` (= y) and ``user``; rows by
-  task, the support rows before the query rows.
+  task, the support rows before the query rows;
+* ``test_all.parquet``: the same columns, a task per eligible meta-test user (see above);
+  ``meta["tasks"]["test_all"]`` counts them.
 """
 
 from __future__ import annotations
@@ -65,7 +73,9 @@ ITEM_IDS = "item_ids.npy"
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "meta-train", "val": "meta-val", "test": "meta-test"}
 ROLES = ("support", "query")
-STREAM_SPLIT, STREAM_VAL, STREAM_TEST = 0, 1, 2
+STREAM_SPLIT, STREAM_VAL, STREAM_TEST, STREAM_TEST_ALL = 0, 1, 2, 3
+#: the split of fixed tasks of every eligible meta-test user (the protocol's tasks first)
+ALL_USERS = "test_all"
 #: singular values below RANK_RTOL * (the largest) count as zero (numerical rank)
 RANK_RTOL = 1e-6
 
@@ -115,21 +125,33 @@ def sample_fixed_tasks(
     """``n_tasks`` of the ``users`` (drawn without replacement), each with ``shots`` support and
     ``queries`` query ratings drawn without replacement from the user's rows of ``table``
     (columns user, item, y; sorted by user). Columns task, role, item, target, user."""
+    chosen = np.asarray(users)[generator.choice(len(users), size=n_tasks, replace=False)]
+    return user_tasks(table, chosen, shots, queries, generator)
+
+
+def user_tasks(
+    table: pl.DataFrame,
+    users: np.ndarray,
+    shots: int,
+    queries: int,
+    generator: np.random.Generator,
+    first_task: int = 0,
+) -> pl.DataFrame:
+    """A task for each of ``users`` in their order, numbered from ``first_task``, as
+    :func:`sample_fixed_tasks` makes them (its draws of ratings, in the same order)."""
     user_col = table["user"].to_numpy()
     items, ys = table["item"].to_numpy(), table["y"].to_numpy()
     all_users, starts, counts = group_by_user(user_col)
     where = np.searchsorted(all_users, users)
-    chosen = generator.choice(len(users), size=n_tasks, replace=False)
-    n = shots + queries
+    n_tasks, n = len(where), shots + queries
     rows = np.empty((n_tasks, n), dtype=np.int64)
-    for t, u in enumerate(chosen):
-        start, count = starts[where[u]], counts[where[u]]
-        rows[t] = start + generator.permutation(count)[:n]
+    for t, w in enumerate(where):
+        rows[t] = starts[w] + generator.permutation(counts[w])[:n]
     flat = rows.reshape(-1)
     role = np.tile(np.array([ROLES[0]] * shots + [ROLES[1]] * queries), n_tasks)
     return pl.DataFrame(
         {
-            "task": np.repeat(np.arange(n_tasks, dtype=np.int64), n),
+            "task": np.repeat(np.arange(first_task, first_task + n_tasks, dtype=np.int64), n),
             "role": role.tolist(),
             "item": items[flat].astype(np.int64),
             "target": ys[flat].astype(np.float64),
@@ -143,6 +165,21 @@ def sample_fixed_tasks(
             "user": pl.Int64,
         },
     )
+
+
+def all_users_tasks(
+    table: pl.DataFrame,
+    users: np.ndarray,
+    protocol: pl.DataFrame,
+    shots: int,
+    queries: int,
+    generator: np.random.Generator,
+) -> pl.DataFrame:
+    """The ``protocol`` tasks as they are, then one for each other of the ``users`` by id: every
+    user is scored, and the protocol's numbers stay those of its first tasks."""
+    rest = np.setdiff1d(users, protocol["user"].unique().to_numpy())
+    first = protocol["task"].n_unique()
+    return pl.concat([protocol, user_tasks(table, rest, shots, queries, generator, first)])
 
 
 # ------------------------------------------------------------------------------------ features
@@ -292,13 +329,18 @@ def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) ->
         )
         feature_kind = "svd"
 
-    streams = {"val": STREAM_VAL, "test": STREAM_TEST}
-    for split, n_tasks in wanted.items():
-        part = table.filter(pl.col("split") == split)
-        tasks = sample_fixed_tasks(
-            part, eligible[split], n_tasks, shots, queries, rng(section.seed, streams[split])
-        )
-        tasks.write_parquet(out / f"{split}.parquet")
+    streams = {"val": STREAM_VAL, "test": STREAM_TEST, ALL_USERS: STREAM_TEST_ALL}
+    draw = {name: rng(section.seed, stream) for name, stream in streams.items()}
+    held_out = {split: table.filter(pl.col("split") == split) for split in wanted}
+    fixed = {
+        split: sample_fixed_tasks(held_out[split], eligible[split], n, shots, queries, draw[split])
+        for split, n in wanted.items()
+    }
+    fixed[ALL_USERS] = all_users_tasks(
+        held_out["test"], eligible["test"], fixed["test"], shots, queries, draw[ALL_USERS]
+    )
+    for name, tasks in fixed.items():
+        tasks.write_parquet(out / f"{name}.parquet")
     table.write_parquet(out / RATINGS)
     np.save(out / ITEMS, features, allow_pickle=False)
     np.save(out / ITEM_IDS, item_ids, allow_pickle=False)
@@ -313,7 +355,11 @@ def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) ->
         "features": feature_kind,
         "seed": section.seed,
         "users_fraction": {"val": section.users.val, "test": section.users.test},
-        "tasks": {"val": section.val_tasks, "test": section.test_tasks},
+        "tasks": {
+            "val": section.val_tasks,
+            "test": section.test_tasks,
+            ALL_USERS: fixed[ALL_USERS]["task"].n_unique(),
+        },
         "counts": {
             "ratings": table.height,
             "items": len(item_ids),
@@ -379,6 +425,12 @@ class RatingSource:
         return self._item, self._y
 
     @property
+    def all_users_split(self) -> str | None:
+        """``"test_all"``: the tasks of every eligible meta-test user; ``None`` for episodes
+        written before they were (no ``tasks.test_all`` in meta.json)."""
+        return ALL_USERS if ALL_USERS in self.meta.get("tasks", {}) else None
+
+    @property
     def n_train_users(self) -> int:
         """How many eligible meta-train users ``sample_train`` draws from."""
         return len(self._start)
@@ -397,7 +449,7 @@ class RatingSource:
         order = keys.argsort(dim=1)[:, : self.shots + self.queries]  # a random subset, shuffled
         return self._tasks(self._start[pick, None] + order)
 
-    def fixed_tasks(self, split: Literal["val", "test"]) -> tuple[Batch, Batch]:
+    def fixed_tasks(self, split: Literal["val", "test", "test_all"]) -> tuple[Batch, Batch]:
         if split not in self._fixed:
             self._fixed[split] = self._read_fixed(split)
         return self._fixed[split]

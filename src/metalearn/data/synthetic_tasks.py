@@ -59,6 +59,7 @@ def episodify(section: Any, dataset: str, setting: str, raw: Path, out: Path) ->
 class SyntheticSource:
     architecture: Literal["mlp"] = "mlp"
     loss_kind: Literal["mse"] = "mse"
+    all_users_split: str | None = None  # only the rating benchmarks score every test user
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         self.path, self.meta = path, meta

@@ -16,6 +16,7 @@ import polars as pl
 from metalearn import fingerprint, paths
 from metalearn.config import Config, learners_of
 from metalearn.errors import DataError
+from metalearn.evaluation import ALL_USERS
 from metalearn.io import read_json
 from metalearn.spec import train_stage
 
@@ -24,9 +25,6 @@ Scores = dict[str, dict[str, np.ndarray]]  # benchmark -> learner -> per-task sc
 
 
 BASELINE = "scratch"  # every meta-learner must beat it
-#: An evaluate record's scores on every eligible meta-test user (collaborative filtering), beside
-#: the protocol's first ``eval.tasks`` tasks: ``{"mean", "ci", "tasks", "per_task", ...}``.
-ALL_USERS = "all_users"
 
 
 def collect(cfg: Config, root: Path = Path()) -> Results:

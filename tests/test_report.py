@@ -278,6 +278,11 @@ def test_write_report_on_every_benchmark_of_the_cpu_recipe(tmp_path):
     assert summary["claims"]["movielens100k-shot10"]["claims"][claim]["verdict"] == "agrees"
     assert "all_users" not in summary["jester-shot10"]
     assert "#### movielens100k-shot10: 50 users" in text
+    # the best meta-learner against the baselines, on both task sets (maml on every user)
+    row = "| movielens100k-shot10 | adjoint | 100 | +0.0300 ± 0.0000 (p<0.001; detects 0.0000) |"
+    assert row in text
+    assert "| movielens100k-shot10 | maml | 50 (all users) | -0.0900 ± 0.0000 (p<0.001;" in text
+    assert "| omniglot-way5shot1 | adjoint | 100 | – | +5.00 ± 0.00" not in text  # accuracy: -5
     assert "| benchmark | claims | agrees | ties | reversed | all users: agrees |" in text
     assert "| jester-shot10 | 10 | 8 | 0 | 2 | – | – | – |" in text
     # ours on jester-shot10: adjoint < imaml < reptile < fomaml < maml; Table 1: A-MAML < iMAML

@@ -31,6 +31,7 @@ from metalearn.report.results import (
 from metalearn.report.tables import (
     _tasks,
     all_users_section,
+    baselines_section,
     best_table,
     claims_section,
     family_table,
@@ -76,6 +77,8 @@ def markdown(
         parts.append(other_table(rest, results, cfg, comparisons))
     if best:
         parts.append(best_table(best))
+    if protocol and protocol.comparisons:
+        parts.append(baselines_section(protocol, everyone))
     if claims:
         parts.append(claims_section(cfg, claims, everyone.claims if everyone else None))
     parts += ["### Sanity checks", ""]

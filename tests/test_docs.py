@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from metalearn.report.readme import HEADLINE, headline
+from metalearn.report.readme import BASELINES, HEADLINE, headline
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks/README.md"]
@@ -74,5 +74,7 @@ def test_slugs_follow_github():
 def test_readme_headline_is_one_subsection():
     summary = f"# Report\n\n### Before\n\nx\n\n{HEADLINE}\n\nnote\n\n| a |\n\n### After\n\ny\n"
     assert headline(summary) == f"{HEADLINE}\n\nnote\n\n| a |"
+    both = summary.replace("### After", f"{BASELINES}\n\n| b |\n\n### After")
+    assert headline(both) == f"{HEADLINE}\n\nnote\n\n| a |\n\n{BASELINES}\n\n| b |"
     with pytest.raises(ValueError, match="lacks the subsection"):
         headline("# Report\n\n### Other\n")

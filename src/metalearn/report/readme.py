@@ -1,6 +1,7 @@
 """README's Results block is generated: :func:`readme_with_results` puts the report's headline,
-the best learner per benchmark against the papers, between the README's markers
-(``python -m metalearn.report readme``). The full report stays in results/summary.md.
+the best learner per benchmark against the papers and the best meta-learner against the
+baselines, between the README's markers (``python -m metalearn.report readme``). The full
+report stays in results/summary.md.
 """
 
 from __future__ import annotations
@@ -11,19 +12,29 @@ from pathlib import Path
 from metalearn import paths
 
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
-#: The subsection of results/summary.md that README shows (up to the next heading of its level).
+#: The subsections of results/summary.md that README shows (each up to the next heading of its
+#: level); the first must be there, the second is where the report has paired comparisons.
 HEADLINE = "### Best learner per benchmark against the papers"
+BASELINES = "### The best meta-learner against the baselines"
 
 
 def headline(summary_md: str) -> str:
-    """The report's :data:`HEADLINE` subsection: its heading, note and table, up to the next
-    ``### `` (or higher) heading."""
-    match = re.search(rf"^{re.escape(HEADLINE)}[ \t]*$", summary_md, flags=re.MULTILINE)
-    if match is None:
+    """The report's :data:`HEADLINE` subsection, and :data:`BASELINES` where the report has it:
+    each heading, note and table, up to the next ``### `` (or higher) heading."""
+    first = _subsection(summary_md, HEADLINE)
+    if first is None:
         raise ValueError(f"the report lacks the subsection {HEADLINE!r}")
+    second = _subsection(summary_md, BASELINES)
+    return first if second is None else f"{first}\n\n{second}"
+
+
+def _subsection(summary_md: str, heading: str) -> str | None:
+    match = re.search(rf"^{re.escape(heading)}[ \t]*$", summary_md, flags=re.MULTILINE)
+    if match is None:
+        return None
     rest = summary_md[match.end() :]
     end = re.search(r"^#{1,3} ", rest, flags=re.MULTILINE)
-    return (HEADLINE + (rest[: end.start()] if end else rest)).strip()
+    return (heading + (rest[: end.start()] if end else rest)).strip()
 
 
 def readme_with_results(readme: str, summary_md: str) -> str:

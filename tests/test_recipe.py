@@ -131,3 +131,13 @@ def test_the_images_recipe_gives_every_learner_the_same_budget_on_5_way_omniglot
         for lr in cfg.pipeline.learners
     }
     assert budgets == {500}
+
+
+def test_the_cf_study_runs_exactly_the_cf_cells_of_the_whole_study():
+    """study-cpu-cf's cells have study-cpu's specs: the whole study takes them from the run
+    cache."""
+    from metalearn.spec import all_specs
+
+    cf = all_specs(load_config(RECIPES["study-cpu-cf"].overrides))
+    whole = all_specs(load_config(RECIPES["study-cpu"].overrides))
+    assert len(cf) > 50 and all(whole.get(path) == spec for path, spec in cf.items())

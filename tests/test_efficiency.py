@@ -6,13 +6,14 @@ import polars as pl
 import pytest
 import torch
 
-from metalearn.algorithms import make
 from metalearn.config import ConfigError
 from metalearn.efficiency import (
     accuracy,
     accuracy_sweep,
+    first_iteration,
     make_problem,
     max_rel_diff,
+    measure,
     peers,
     plot_accuracy,
     plot_time_memory,
@@ -22,6 +23,7 @@ from metalearn.efficiency import (
     sweep,
     targets,
 )
+from metalearn.efficiency.references import REFERENCED
 
 
 def test_problems_have_the_benchmark_shapes():
@@ -53,6 +55,26 @@ def test_accuracy_against_maml_in_float64():
     assert -1.0 <= out["fomaml"][1] <= 1.0
 
 
+def test_metasgd_at_its_initial_step_sizes_is_maml_and_mamlpp_is_not():
+    """Meta-SGD with every step size at alpha takes MAML's steps: its theta-gradient is MAML's
+    to round-off (its step-size gradient is not compared). MAML++'s multi-step loss changes the
+    meta-loss, so its gradient differs by design."""
+    problem = make_problem("cf_mlp", meta_batch=3, dtype=torch.float64)
+    out = accuracy(problem, steps=4, variants={"metasgd": {"learner": "metasgd"},
+                                               "mamlpp": {"learner": "mamlpp"}})  # fmt: skip
+    assert out["metasgd"][0] < 1e-13 and out["metasgd"][1] == pytest.approx(1.0, abs=1e-12)
+    assert out["mamlpp"][0] > 1e-3
+
+
+def test_mamlpp_measures_at_its_first_meta_iteration_on_its_own_parameters():
+    problem = make_problem("omniglot_conv4", meta_batch=1)
+    algo, params = first_iteration("mamlpp", problem, steps=3)
+    assert algo.step_weights() == pytest.approx([1 / 3] * 3)  # uniform: meta-iteration 1
+    assert "inner_lr/2/head.weight" in params and "bn/3/blocks.0.norm.weight" in params
+    seconds, peak = measure(problem, "mamlpp", steps=2, repeats=1)
+    assert seconds > 0 and peak >= 0
+
+
 def test_a_point_runs_in_its_own_process_and_reports_what_ran_out():
     ok = run_point("cf_mlp", "maml", steps=3, meta_batch=4, seconds=120, repeats=1)
     assert ok["status"] == "ok" and ok["seconds"] > 0 and ok["peak_bytes"] > 0
@@ -64,16 +86,18 @@ def test_a_point_runs_in_its_own_process_and_reports_what_ran_out():
 
 
 @pytest.mark.parametrize("problem_name", ["cf_mlp", "omniglot_conv4"])
-@pytest.mark.parametrize("learner", ["maml", "fomaml", "reptile", "imaml", "adjoint"])
+@pytest.mark.parametrize("learner", [*REFERENCED])
 def test_the_reference_and_every_peer_agree_with_ours_in_float64(problem_name, learner):
-    """On the Conv4 too, where batch norm makes a wrong form (``grad`` outside ``vmap``) show."""
+    """On the Conv4 too, where batch norm makes a wrong form (``grad`` outside ``vmap``) show;
+    Meta-SGD and MAML++ on their own parameters too (step sizes, MAML++'s batch-norm sets)."""
     from metalearn.efficiency.references import PEERS
 
     problem = make_problem(problem_name, meta_batch=2, dtype=torch.float64)
-    ours = make(learner, steps=3, inner_lr=0.05).batched_meta_grad(
-        problem.loss_fn, problem.params, problem.support, problem.query
-    )
-    assert max_rel_diff(reference(learner, problem, steps=3, lr=0.05), ours) < 1e-12
+    algo, params = first_iteration(learner, problem, steps=3, inner_lr=0.05)
+    ours = algo.batched_meta_grad(problem.loss_fn, params, problem.support, problem.query)
+    found = reference(learner, problem, steps=3, lr=0.05)
+    assert set(found) == set(params)  # the learner's own parameters, no more, no fewer
+    assert max_rel_diff(found, ours) < 1e-12
     for name, peer in PEERS.get(learner, {}).items():
         pytest.importorskip(name.split()[0].split(".")[0])
         assert max_rel_diff(peer(problem, 3, 0.05), ours) < 1e-12, name
@@ -97,6 +121,17 @@ def test_peers_check_agreement_then_time_each_implementation():
     assert ("reptile", "reference (vmap(grad))") in names
     assert all(r["steps_per_s"] > 0 and r["max_rel_diff_float64"] < 1e-10 for r in rows)
     assert all(r["ours_over"] == 1.0 for r in rows if r["implementation"] == "ours")
+
+
+def test_peers_of_metasgd_and_mamlpp_are_ours_and_the_reference():
+    """No peer library has them (as FOMAML and Reptile): two rows each; the Adam step carries
+    the learner's own parameters."""
+    rows = peers("cf_mlp", meta_batch=2, steps=2, learners=("metasgd", "mamlpp"), seconds=0.02,
+                 rounds=1)  # fmt: skip
+    names = [(r["learner"], r["implementation"]) for r in rows]
+    assert names == [(learner, form) for learner in ("metasgd", "mamlpp")
+                     for form in ("ours", "reference (vmap(grad))")]  # fmt: skip
+    assert all(r["max_rel_diff_float64"] < 1e-10 for r in rows)
 
 
 @pytest.mark.slow
@@ -131,6 +166,7 @@ def test_targets_from_rows():
         *(row("maml", "maml", k, 0.01 * k, 100 + 2 * k) for k in (1, 10, 100)),
         row("imaml", "imaml", 1, 0.1, 100), row("imaml", "imaml", 100, 1.0, 101),
         row("adjoint", "adjoint", 1, 0.1, 100), row("adjoint", "adjoint", 100, 3.0, 140),
+        row("metasgd", "metasgd", 1, 0.1, 100), row("metasgd", "metasgd", 100, 3.0, 300),
     ]  # fmt: skip
 
     def peer_row(problem, implementation, ours_over):
@@ -154,6 +190,9 @@ def test_targets_from_rows():
     assert out["imaml"]["ok"] and not out["adjoint"]["ok"]
     assert out["adjoint"]["memory_ratio"] == pytest.approx(1.4)
     assert out["adjoint"]["at_steps"] == 100
+    # Meta-SGD backpropagates through the loop as MAML does: its growth, and no flat verdict
+    assert out["metasgd"]["growth_over_maml"] == pytest.approx(200 / 99 / 2)
+    assert out["metasgd"]["ok"] is None
     assert out["adjoint"]["time_over_imaml"] == pytest.approx(3.0) and not out["adjoint"]["time_ok"]
     assert out["peers"]["maml_k5"] == {
         "over_reference": 1.1,

@@ -14,7 +14,8 @@ on CPU each point runs in a fresh process (:func:`run_point`): the kernel's peak
 size of that process (``VmHWM``, reset through ``/proc/self/clear_refs`` once torch is loaded)
 over building the problem and its first meta-gradient, minus the resident size at that reset:
 
-The package, one job per module: :mod:`~metalearn.efficiency.problems` (the problems),
+The package, one job per module: :mod:`~metalearn.efficiency.problems` (the problems, and each
+learner as meta-training starts it),
 :mod:`~metalearn.efficiency.time_memory` (time and peak memory, a point per process),
 :mod:`~metalearn.efficiency.grad_accuracy` (error against exact MAML),
 :mod:`~metalearn.efficiency.throughput` (steps per second against the peers and a reference),
@@ -27,7 +28,7 @@ The package, one job per module: :mod:`~metalearn.efficiency.problems` (the prob
 
 from metalearn.efficiency.grad_accuracy import accuracy, accuracy_sweep
 from metalearn.efficiency.plots import plot_accuracy, plot_time_memory
-from metalearn.efficiency.problems import PROBLEMS, Problem, make_problem
+from metalearn.efficiency.problems import PROBLEMS, Problem, first_iteration, make_problem
 from metalearn.efficiency.references import higher_maml, reference
 from metalearn.efficiency.stage import main, run_stage, variant_specs
 from metalearn.efficiency.summary import summary_markdown, targets, write_summary
@@ -39,6 +40,7 @@ __all__ = [
     "Problem",
     "accuracy",
     "accuracy_sweep",
+    "first_iteration",
     "forms",
     "higher_maml",
     "main",

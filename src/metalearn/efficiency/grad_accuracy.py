@@ -12,25 +12,25 @@ import torch
 from torch import Tensor
 
 from metalearn.algorithms import make
-from metalearn.efficiency.problems import Problem, _pair, make_problem
+from metalearn.efficiency.problems import Problem, _pair, first_iteration, make_problem
 from metalearn.functional import Params
 
 
 def accuracy(problem: Problem, steps: int, variants: dict[str, dict[str, Any]]) -> dict:
     """Relative error and cosine similarity of each variant's mean meta-gradient against MAML's
-    (the exact gradient of the K-step loop) on the same meta-batch: ``{variant: (err, cos)}``."""
+    (the exact gradient of the K-step loop) on the same meta-batch: ``{variant: (err, cos)}``.
+    Only the model's parameters compare: a learner's own (Meta-SGD's step sizes) have no
+    counterpart in MAML."""
     exact = make("maml", steps=steps, inner_lr=0.01).batched_meta_grad(
         problem.loss_fn, problem.params, *_pair(problem)
     )
-    ref = _flat(exact)
+    ref = _flat(exact, problem.params)
     out = {}
     for name, spec in variants.items():
         options = dict(spec)
-        learner = options.pop("learner")
-        grads = make(learner, steps=steps, inner_lr=0.01, **options).batched_meta_grad(
-            problem.loss_fn, problem.params, *_pair(problem)
-        )
-        vec = _flat(grads)
+        learner, params = first_iteration(options.pop("learner"), problem, steps, **options)
+        grads = learner.batched_meta_grad(problem.loss_fn, params, *_pair(problem))
+        vec = _flat(grads, problem.params)
         err = float((vec - ref).norm() / ref.norm())
         cos = float(vec @ ref / (vec.norm() * ref.norm()).clamp_min(1e-300))
         out[name] = (err, cos)
@@ -65,5 +65,6 @@ def accuracy_sweep(
     return rows
 
 
-def _flat(grads: Params) -> Tensor:
-    return torch.cat([g.reshape(-1) for g in grads.values()])
+def _flat(grads: Params, keys: Params) -> Tensor:
+    """``grads`` of the model's ``keys`` as one vector, in their order."""
+    return torch.cat([grads[k].reshape(-1) for k in keys])

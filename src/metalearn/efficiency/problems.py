@@ -1,6 +1,7 @@
 """The efficiency stage's problems: a seeded meta-batch of tasks with the shapes of one of two
 benchmarks, with its model, loss and meta-parameters (:func:`make_problem`), on which every
-measurement of the stage takes its meta-gradients.
+measurement of the stage takes its meta-gradients, each learner as meta-training's first
+iteration runs it (:func:`first_iteration`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from metalearn.algorithms import make
+from metalearn.algorithms.base import MetaLearner
 from metalearn.config import EFFICIENCY_PROBLEMS
 from metalearn.functional import LossFn, Params
 from metalearn.models import MLP, Conv4, init_params, make_loss
@@ -65,6 +68,18 @@ def make_problem(
     model.to(device, dtype)
     support, query = tuple(map(to, support)), tuple(map(to, query))
     return Problem(model, make_loss(model, kind), params, support, query)
+
+
+def first_iteration(
+    learner: str, problem: Problem, steps: int, inner_lr: float = 0.01, **options: Any
+) -> tuple[MetaLearner, Params]:
+    """``(learner, its parameters on problem)`` as the training loop's first meta-iteration has
+    them: the model's and the learner's own (Meta-SGD's and MAML++'s step sizes, MAML++'s
+    batch-norm sets), and MAML++'s multi-step loss weights uniform. A learner must be measured
+    on what it learns, and the others are unchanged by either."""
+    algo = make(learner, steps=steps, inner_lr=inner_lr, **options)
+    algo.set_iteration(1)
+    return algo, algo.meta_params(problem.params)
 
 
 def _pair(problem: Problem) -> tuple[Any, Any]:

@@ -7,7 +7,11 @@ optimiser under ``vmap``, ``torchopt.diff.implicit``). The throughput measuremen
 All adapt every parameter (no head split) with K plain gradient steps of size ``inner_lr``;
 iMAML minimises ``L_s(phi) + lam/2 ||phi - theta||^2`` and solves with ``cg_steps`` conjugate
 gradient steps; Adjoint MAML integrates the adjoint backwards with Heun's scheme over stored
-states. Each returns ``{name: mean over tasks of the task's meta-gradient}``.
+states. Meta-SGD and MAML++ start their own parameters where meta-training does (step sizes at
+``inner_lr``, MAML++'s batch-norm sets as copies of the model's) and differentiate them too;
+MAML++ runs its defaults at the first meta-iteration: the mean of the K query losses, a step
+size per step and tensor, and on the Conv4 batch-norm set ``j`` for the model at ``u_j``. Each
+returns ``{name: mean over tasks of the task's meta-gradient}``, named as the learner names them.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def _hvp(loss_fn: Callable, u: Params, batch: Any, v: Params) -> Params:
 
 
 #: The learners with a hand-written reference here (the peer table compares ours with it).
-REFERENCED = ("maml", "fomaml", "reptile", "imaml", "adjoint")
+REFERENCED = ("maml", "fomaml", "reptile", "imaml", "adjoint", "metasgd", "mamlpp")
 
 
 def reference(learner: str, problem: Problem, steps: int, lr: float) -> Params:
@@ -92,8 +96,74 @@ def reference(learner: str, problem: Problem, steps: int, lr: float) -> Params:
             lam = {k: lam[k] - lr / 2 * (h_next[k] + h[k]) for k in lam}
         return lam
 
+    if learner == "metasgd":
+        return _metasgd(problem, steps, lr)
+    if learner == "mamlpp":
+        return _mamlpp(problem, steps, lr)
     forms = {"maml": maml, "fomaml": fomaml, "reptile": reptile, "imaml": imaml}
     return _mean_over_tasks({**forms, "adjoint": adjoint}[learner], problem)
+
+
+def _metasgd(problem: Problem, steps: int, lr: float) -> Params:
+    """Meta-SGD: MAML with a step size per parameter entry, ``alpha`` (all at ``lr``), and the
+    meta-gradient over theta and alpha."""
+    loss, theta = problem.loss_fn, problem.params
+    alpha = {k: torch.full_like(v, lr) for k, v in theta.items()}
+
+    def query_loss(th: Params, al: Params, s: Any, q: Any) -> Tensor:
+        u = th
+        for _ in range(steps):
+            g = torch.func.grad(loss)(u, s)
+            u = {k: u[k] - al[k] * g[k] for k in u}
+        return loss(u, q)
+
+    def task(s: Any, q: Any) -> Params:
+        g_theta, g_alpha = torch.func.grad(query_loss, argnums=(0, 1))(theta, alpha, s, q)
+        return {**g_theta, **{f"inner_lr/{k}": g for k, g in g_alpha.items()}}
+
+    return _mean_over_tasks(task, problem)
+
+
+def _mamlpp(problem: Problem, steps: int, lr: float) -> Params:
+    """MAML++ at its first meta-iteration: ``(1/K) sum_j L_q(u_j)``, ``u_{j+1} = u_j -
+    alpha_{j,k} grad L_s(u_j)`` with a step size per step and tensor, and the model at ``u_j``
+    normalising with batch-norm set ``j`` (set 0 the model's own; the sets are never adapted)."""
+    loss, theta = problem.loss_fn, problem.params
+    norms = _batch_norm_keys(problem.model)
+    adapted = [k for k in theta if k not in norms]
+    meta = dict(theta)
+    for j in range(steps):
+        meta |= {f"inner_lr/{j}/{k}": theta[k].new_full((), lr) for k in adapted}
+    for j in range(1, steps + 1):
+        meta |= {f"bn/{j}/{k}": theta[k].clone() for k in norms}
+
+    def at_step(p: Params, u: Params, j: int) -> Params:
+        """The model at ``u_j``: the adapted ``u`` and batch-norm set ``j``."""
+        own = {k: p[k] if j == 0 else p[f"bn/{j}/{k}"] for k in norms}
+        return {**own, **u}
+
+    def meta_loss(p: Params, s: Any, q: Any) -> Tensor:
+        def support_loss(u: Params, j: int) -> Tensor:
+            return loss(at_step(p, u, j), s)
+
+        u, losses = {k: p[k] for k in adapted}, []
+        for j in range(steps):
+            g = torch.func.grad(support_loss)(u, j)
+            u = {k: u[k] - p[f"inner_lr/{j}/{k}"] * g[k] for k in u}
+            losses.append(loss(at_step(p, u, j + 1), q))
+        return sum(losses) / steps
+
+    return _mean_over_tasks(lambda s, q: torch.func.grad(meta_loss)(meta, s, q), problem)
+
+
+def _batch_norm_keys(model: nn.Module) -> list[str]:
+    """The names of ``model``'s batch-norm scales and shifts."""
+    return [
+        f"{name}.{key}"
+        for name, module in model.named_modules()
+        if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d)
+        for key, _ in module.named_parameters(recurse=False)
+    ]
 
 
 def _prox_sgd(prox: Callable[[Params], Tensor], theta: Params, steps: int, lr: float) -> Params:
@@ -201,8 +271,8 @@ def torchopt_imaml(problem: Problem, steps: int, lr: float) -> Params:
     return dict(zip(keys, torch.autograd.grad(total, meta), strict=True))
 
 
-#: The peers that compute each learner (``higher`` and torchopt have no Reptile, FOMAML or
-#: Adjoint MAML of their own).
+#: The peers that compute each learner (``higher`` and torchopt have no Reptile, FOMAML,
+#: Adjoint MAML, Meta-SGD or MAML++ of their own).
 PEERS: dict[str, dict[str, Callable[[Problem, int, float], Params]]] = {
     "maml": {"higher": higher_maml, "torchopt (functional + vmap)": torchopt_maml},
     "imaml": {"torchopt.diff.implicit": torchopt_imaml},

@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from metalearn.algorithms import make
-from metalearn.efficiency.problems import Problem, _pair, make_problem
+from metalearn.efficiency.problems import Problem, _pair, first_iteration, make_problem
 from metalearn.efficiency.references import PEERS, REFERENCED, reference
 from metalearn.functional import Params
 
 #: The learners compared, with their options as params.yaml's (the adjoint's trajectory and
-#: scheme, iMAML's lambda and CG steps are the defaults there and in the references).
+#: scheme, iMAML's lambda and CG steps, MAML++'s tricks are the defaults there and in the
+#: references).
 LEARNERS = REFERENCED
 OURS, REFERENCE = "ours", "reference (vmap(grad))"
 
@@ -63,10 +63,10 @@ def forms(
 ) -> dict[str, Callable[[], Params]]:
     """``learner``'s mean meta-gradient on ``problem`` as ours, the hand-written reference and
     each installed peer that computes it (``pip install -e '.[bench]'``: higher, torchopt)."""
-    ours = make(learner, steps=steps, inner_lr=inner_lr)
+    ours, params = first_iteration(learner, problem, steps, inner_lr)
     pair = _pair(problem)
     found: dict[str, Callable[[], Params]] = {
-        OURS: lambda: ours.batched_meta_grad_and_loss(problem.loss_fn, problem.params, *pair)[0],
+        OURS: lambda: ours.batched_meta_grad_and_loss(problem.loss_fn, params, *pair)[0],
         REFERENCE: lambda: reference(learner, problem, steps, inner_lr),
     }
     for name, peer in PEERS.get(learner, {}).items():
@@ -111,8 +111,9 @@ def peers(
                 raise RuntimeError(
                     f"{learner}, {name}: meta-gradient differs from ours by {diff:.2e}"
                 )
+        _, learned = first_iteration(learner, problem, steps, inner_lr)  # the learner's own too
         training_steps = {
-            name: _training_step(form, problem.params)
+            name: _training_step(form, learned)
             for name, form in forms(problem, learner, steps, inner_lr).items()
         }
         for step in training_steps.values():

@@ -19,8 +19,7 @@ from typing import Any
 
 import torch
 
-from metalearn.algorithms import make
-from metalearn.efficiency.problems import Problem, _pair, make_problem
+from metalearn.efficiency.problems import Problem, _pair, first_iteration, make_problem
 
 
 def measure(
@@ -31,13 +30,14 @@ def measure(
     baseline: int | None = None,
     **options: Any,
 ):
-    """``(seconds, peak_bytes)`` of one batched meta-gradient: the median time of ``repeats``
-    calls after the first, and the peak memory over the first call above ``baseline`` (CPU: a
-    resident size whose peak was reset when it was taken; default: now)."""
-    algo = make(learner, steps=steps, inner_lr=0.01, **options)
+    """``(seconds, peak_bytes)`` of one batched meta-gradient of ``learner`` as meta-training
+    starts it (:func:`~metalearn.efficiency.problems.first_iteration`): the median time of
+    ``repeats`` calls after the first, and the peak memory over the first call above
+    ``baseline`` (CPU: a resident size whose peak was reset when it was taken; default: now)."""
+    algo, params = first_iteration(learner, problem, steps, **options)
 
     def call() -> None:
-        algo.batched_meta_grad_and_loss(problem.loss_fn, problem.params, *_pair(problem))
+        algo.batched_meta_grad_and_loss(problem.loss_fn, params, *_pair(problem))
 
     cuda = problem.params[next(iter(problem.params))].is_cuda
     if cuda:
@@ -149,10 +149,9 @@ def _point_main(spec: dict[str, Any]) -> None:
         # baseline is then the process as warmed up, so a point counts its model, data and
         # workspace (memory freed by the warm-up and kept by malloc can hide up to its size).
         tiny = make_problem(spec["problem"], 1)
-        make(spec["learner"], steps=1, inner_lr=0.01, **spec["options"]).batched_meta_grad(
-            tiny.loss_fn, tiny.params, *_pair(tiny)
-        )
-        del tiny
+        algo, params = first_iteration(spec["learner"], tiny, 1, **spec["options"])
+        algo.batched_meta_grad(tiny.loss_fn, params, *_pair(tiny))
+        del tiny, algo, params
     baseline = _reset_peak_rss() if spec["device"] == "cpu" else None
     problem = make_problem(spec["problem"], spec["meta_batch"], device=spec["device"])
     if spec.get("memory_cap"):  # on top of what is mapped now: an oversized call fails cleanly

@@ -218,3 +218,13 @@ def test_apply_writes_the_chosen_model_into_every_entry_of_the_dataset(tmp_path)
         assert (model.item_offsets, model.item_decay) == ("bias", 10.0)
     assert benchmark_config(tuned, "movielens100k-shot10").model.item_offsets == "zero"
     assert apply(params, choices, cfg, models=models) == []
+
+
+def test_the_tuning_doc_is_the_committed_sweeps():
+    from metalearn.tuning import tables_doc
+
+    root = default_params_path().parent
+    doc = (root / "docs/tuning.md").read_text()
+    assert doc == tables_doc(root, load_config().tune.benchmarks), (
+        "run: python -m metalearn.tuning tables > docs/tuning.md"
+    )

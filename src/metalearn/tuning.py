@@ -37,6 +37,7 @@ from metalearn import paths
 from metalearn.cell import TrainCell, TuneCell
 from metalearn.config import Config, ConfigError, default_params_path, load_config
 from metalearn.errors import MissingInputError, StageError
+from metalearn.io import read_json
 from metalearn.spec import COMPILE_FROM, model_points
 from metalearn.training import NonFiniteError
 
@@ -279,9 +280,33 @@ def read_choices(
     return choices, models
 
 
+def tables_doc(root: Path, benchmarks: Sequence[str]) -> str:
+    """docs/tuning.md: every tuned benchmark's sweep (:func:`markdown`, as its tune stage wrote
+    it into ``results/tuning/<b>.json``), with the model point it chose."""
+    parts = [
+        "# Tuning tables",
+        "",
+        "Written by `python -m metalearn.tuning tables` from `results/tuning/<benchmark>.json` "
+        "(the tune stages' outputs; [Tuning](protocols.md#tuning) says how they are made). Each "
+        "cell: the best meta-val value of a grid point, one seed; bold: each learner's choice, at "
+        "the model point the benchmark keeps.",
+        "",
+    ]
+    for b in benchmarks:
+        summary = read_json(root / paths.tuning_json(b))
+        model = ", ".join(f"`{k}: {v}`" for k, v in summary.get("model", {}).items())
+        table = summary["table"].replace(f"#### {b}", f"## {b}", 1)
+        parts += [table.rstrip(), ""]
+        if model:
+            parts += [f"Kept: {model}.", ""]
+    return "\n".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="write the tuned values into params.yaml")
-    parser.add_argument("action", choices=["apply"])
+    parser = argparse.ArgumentParser(
+        description="write the tuned values into params.yaml (apply), or print docs/tuning.md"
+    )
+    parser.add_argument("action", choices=["apply", "tables"])
     parser.add_argument("benchmarks", nargs="*", help="tuned benchmarks (default: tune.benchmarks)")
     parser.add_argument("--dry-run", action="store_true", help="print the changes only")
     args = parser.parse_args(argv)
@@ -296,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if args.action == "tables":
+        print(tables_doc(params.parent, args.benchmarks or cfg.tune.benchmarks), end="")
+        return 0
     changes = apply(params, choices, cfg, write=not args.dry_run, models=models)
     print("\n".join(changes) if changes else "params.yaml already holds the tuned values")
     return 0

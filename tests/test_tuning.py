@@ -208,15 +208,16 @@ def test_apply_writes_the_chosen_model_into_every_entry_of_the_dataset(tmp_path)
     params = tmp_path / "params.yaml"
     shutil.copy(default_params_path(), params)
     cfg = load_config()
-    choices = {"movielens1m-shot10": {"maml": {"inner_lr": 0.03, "meta_lr": 0.003}}}
-    models = {"movielens1m-shot10": {"item_offsets": "bias", "item_decay": 10.0}}
+    choices = {"jester-shot10": {"maml": {"inner_lr": 0.03, "meta_lr": 0.003}}}
+    models = {"jester-shot10": {"item_offsets": "bias", "item_decay": 3.0}}
     changes = apply(params, choices, cfg, models=models)
     assert sum(".model." in c for c in changes) == 4  # 2 entries x 2 keys
     tuned = load_config(params_path=params)
-    for b in ("movielens1m-shot10", "movielens1m-shot20"):
+    for b in ("jester-shot10", "jester-shot20"):
         model = benchmark_config(tuned, b).model
-        assert (model.item_offsets, model.item_decay) == ("bias", 10.0)
-    assert benchmark_config(tuned, "movielens100k-shot10").model.item_offsets == "zero"
+        assert (model.item_offsets, model.item_decay) == ("bias", 3.0)
+    other = "movielens100k-shot10"
+    assert benchmark_config(tuned, other).model == benchmark_config(cfg, other).model
     assert apply(params, choices, cfg, models=models) == []
 
 

@@ -149,15 +149,21 @@ def model_keys(rows: Sequence[Row]) -> list[str]:
     return [k for k in (rows[0] if rows else {}) if k not in GRID_COLUMNS]
 
 
+def by_model_point(rows: Sequence[Row]) -> dict[tuple, list[Row]]:
+    """The rows grouped by their values of :func:`model_keys`, in sweep order."""
+    keys = model_keys(rows)
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return groups
+
+
 def choose_model(rows: Sequence[Row], higher_is_better: bool) -> tuple[Row, dict[str, Row]]:
     """The model point whose learners do best on average (the mean over learners of each one's
     best value there; a point where a learner diverged everywhere never wins unless all do)
     and, at that point, each learner's chosen row (:func:`choose`). ``({}, choose(rows))`` for
     a sweep without model keys."""
-    keys = model_keys(rows)
-    groups: dict[tuple, list[Row]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    keys, groups = model_keys(rows), by_model_point(rows)
     learners = set(r["learner"] for r in rows)
     sign = -1.0 if higher_is_better else 1.0
     best = None
@@ -177,10 +183,7 @@ def markdown(
     one in bold; with model keys, each table's heading gives its point and the learners' mean."""
     keys = model_keys(rows)
     lines = [f"#### {benchmark}", ""]
-    groups: dict[tuple, list[Row]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
-    for point, group in groups.items():
+    for point, group in by_model_point(rows).items():
         if keys:
             best = [r["best_meta_val"] for r in choose(group, higher_is_better).values()]
             mine = any(r is chosen.get(r["learner"]) for r in group)

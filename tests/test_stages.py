@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from metalearn import paths
+from metalearn.algorithms.bias import fit_item_offsets
 from metalearn.checkpoint import CheckpointError
 from metalearn.config import load_config
 from metalearn.data.episodes import episodify, load_episodes
@@ -286,6 +287,25 @@ def test_evaluate_scores_every_test_user_apart_from_the_protocol(cf_workdir):
     same = ("mean", "ci", "tasks", "seeds", "seed_sd", "per_task")
     assert {k: before[k] for k in same} == {k: result[k] for k in same}
     assert pl.read_parquet(paths.eval_per_task("maml", CF)).equals(protocol)
+
+
+def test_full_item_decay_keeps_the_bias_start_through_training(cf_workdir):
+    """``model.item_offsets: bias`` starts the item offsets at the bias fit, and a decay of
+    1 / meta_lr pulls the item tables all the way back after every outer step: training moves
+    everything but them."""
+    entry = f"++pipeline.benchmarks.{CF}"
+    overrides = [f"{entry}.model.item_offsets=bias", f"{entry}.model.item_shrinkage=2.0"]
+    cell = train_cell(load_config([*CF_TINY, *overrides]), "maml", CF)
+    full = dataclasses.replace(cell.model, item_decay=1 / cell.meta_lr)  # constant schedule
+    cell = dataclasses.replace(cell, model=full)
+    source = load_episodes(paths.episodes(CF))
+    trained = meta_train(cell, source, torch.device("cpu")).params
+    fit = fit_item_offsets(*source.train_ratings(), source.n_items, 2.0)
+    assert torch.allclose(trained["item.bias.weight"], fit["item.bias.weight"], atol=1e-6)
+    assert trained["item.embedding.weight"].abs().max() < 1e-6
+    model = Task.build(cell.model, source, "maml").model
+    start = init_params(model, torch.Generator().manual_seed(cell.seed))
+    assert not torch.equal(trained["layers.0.weight"], start["layers.0.weight"])  # it trained
 
 
 SELECTORS = {

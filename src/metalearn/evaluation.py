@@ -44,11 +44,16 @@ def per_task_scores(
     chunk_size: int | None = 32,
 ) -> Tensor:
     """The metric of every task after ``learner.adapt`` on its support set: a ``[n_tasks]``
-    tensor (nRMSE for regression, accuracy for classification)."""
+    tensor (nRMSE for regression, accuracy for classification). Each task is adapted and
+    predicted in one ``vmap``: only a chunk's adapted parameters exist at a time, never a copy
+    of every parameter per task (thousands of users times the item tables)."""
     support, (query_x, query_y) = tasks
+
+    def outputs_of(task_support: Batch, task_x: Tensor) -> Tensor:
+        return predict(learner.adapt(loss_fn, params, task_support), task_x)
+
     with torch.no_grad():
-        adapted = learner.batched_adapt(loss_fn, params, support, chunk_size=chunk_size)
-        outputs = torch.func.vmap(predict, chunk_size=chunk_size)(adapted, query_x)
+        outputs = torch.func.vmap(outputs_of, chunk_size=chunk_size)(support, query_x)
     if loss_kind == "mse":
         return metrics.rmse(outputs, query_y)
     return metrics.accuracy(outputs, query_y)

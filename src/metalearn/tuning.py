@@ -163,17 +163,21 @@ def choose_model(rows: Sequence[Row], higher_is_better: bool) -> tuple[Row, dict
     best value there; a point where a learner diverged everywhere never wins unless all do)
     and, at that point, each learner's chosen row (:func:`choose`). ``({}, choose(rows))`` for
     a sweep without model keys."""
-    keys, groups = model_keys(rows), by_model_point(rows)
+    keys = model_keys(rows)
     learners = set(r["learner"] for r in rows)
     sign = -1.0 if higher_is_better else 1.0
     best = None
-    for point, group in groups.items():
+    for point, group in by_model_point(rows).items():
         chosen = choose(group, higher_is_better)
-        values = [r["best_meta_val"] for r in chosen.values()]
-        rank = (len(chosen) < len(learners), sign * sum(values) / max(len(values), 1))
+        rank = (len(chosen) < len(learners), sign * _mean_best(chosen))
         if best is None or rank < best[0]:
             best = (rank, dict(zip(keys, point, strict=True)), chosen)
     return best[1], best[2]
+
+
+def _mean_best(chosen: dict[str, Row]) -> float:
+    """The mean over learners of each one's chosen (best) value."""
+    return sum(r["best_meta_val"] for r in chosen.values()) / max(len(chosen), 1)
 
 
 def markdown(
@@ -185,10 +189,9 @@ def markdown(
     lines = [f"#### {benchmark}", ""]
     for point, group in by_model_point(rows).items():
         if keys:
-            best = [r["best_meta_val"] for r in choose(group, higher_is_better).values()]
             mine = any(r is chosen.get(r["learner"]) for r in group)
             name = ", ".join(f"{k} {v}" for k, v in zip(keys, point, strict=True))
-            mean = f"mean of the learners' best {sum(best) / max(len(best), 1):.4f}"
+            mean = f"mean of the learners' best {_mean_best(choose(group, higher_is_better)):.4f}"
             lines += [f"{name}: {mean}{' (chosen)' if mine else ''}", ""]
         lines += [*_grid_table(group, chosen), ""]
     return "\n".join(lines)

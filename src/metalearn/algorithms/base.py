@@ -94,6 +94,9 @@ class MetaLearner(ABC):
     #: False for a learner whose meta-gradient evaluates support and query examples in one batch
     #: (pretrain): with batch norm its features differ from the per-batch ones of the head split.
     meta_grad_on_head_split: ClassVar[bool] = True
+    #: True for a learner whose meta-gradient backpropagates through the stored inner loop
+    #: (memory O(K) by design): the efficiency study's flat-memory target is not its.
+    unrolled: ClassVar[bool] = False
 
     def __init__(
         self,

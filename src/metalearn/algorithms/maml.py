@@ -20,6 +20,7 @@ class MAML(MetaLearner):
     """
 
     name = "maml"
+    unrolled = True
 
     def task_meta_grad(
         self, loss_fn: LossFn, params: Params, support: Any, query: Any

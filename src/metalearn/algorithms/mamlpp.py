@@ -45,6 +45,7 @@ class MAMLPlusPlus(MetaLearner):
     """MAML through the unrolled loop (memory O(K)), with MAML++'s options."""
 
     name = "mamlpp"
+    unrolled = True
     options = {
         "multi_step_loss": Option(True, Bool, "the query loss after every inner step, weighted"),
         "msl_iterations": Option(500, AtLeast1, "iterations over which the weights anneal"),

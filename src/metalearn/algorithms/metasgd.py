@@ -32,6 +32,7 @@ class MetaSGD(MetaLearner):
     unrolled loop, as MAML; memory O(K)."""
 
     name = "metasgd"
+    unrolled = True
 
     def meta_params(self, params: Params) -> Params:
         fast, _ = self.split(params)

@@ -13,11 +13,8 @@ from typing import Any
 import polars as pl
 import torch
 
+from metalearn.algorithms import REGISTRY
 from metalearn.efficiency.throughput import OURS, REFERENCE
-
-#: Learners besides MAML that backpropagate through the unrolled inner loop: memory O(K) by
-#: design, so the flat-memory target is not theirs.
-UNROLLED = ("metasgd", "mamlpp")
 
 
 def targets(time_memory: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) -> dict:
@@ -27,7 +24,8 @@ def targets(time_memory: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) 
       it is (R^2);
     * every other variant's growth as a fraction of MAML's on the same problem (target <= 0.1:
       "memory flat in K" means it grows at most a tenth as fast as backpropagation through the
-      inner loop; no verdict for Meta-SGD and MAML++, which backpropagate through it too),
+      inner loop; no verdict for the other learners that backpropagate through it too:
+      ``MetaLearner.unrolled``),
       beside its peak at the largest K over its K = 1 peak (for reading only: a small K = 1
       peak makes that ratio large however flat the curve);
     * Adjoint MAML's time per meta-gradient over iMAML's at equal K (target <= 2);
@@ -56,7 +54,7 @@ def targets(time_memory: list[dict[str, Any]], peer_rows: list[dict[str, Any]]) 
             ratio = last["peak_bytes"] / base if base > 0 else None
             slope = _slope(points)
             growth = slope / maml_slope if maml_slope else None
-            unrolled = first["learner"] in UNROLLED
+            unrolled = REGISTRY[first["learner"]].unrolled
             entry[variant] = {
                 "memory_slope_mib_per_step": slope,
                 "growth_over_maml": growth,

@@ -21,7 +21,7 @@ from metalearn.paired import (
 )
 from metalearn.report.claims import Claims, Comparisons, Judged
 from metalearn.report.families import FAMILIES, PAPER_ROWS, Family
-from metalearn.report.results import BASELINE, Results, _better, _higher, best_learner
+from metalearn.report.results import BASELINE, Results, _better, _pick, best_learner
 
 
 def _tasks(results: Results, benchmark: str) -> int:
@@ -237,6 +237,9 @@ def paired_section(results: Results, comparisons: Comparisons, confidence: float
     return "\n".join(lines)
 
 
+BASELINE_ROWS = ("bias", "pretrain")  # the baselines of baselines_section
+
+
 def baselines_section(protocol: Judged, everyone: Judged | None = None) -> str:
     """Per benchmark, the best meta-learner against the baselines a practitioner tries first
     (``bias`` on collaborative filtering, ``pretrain``): the paired difference ± its interval,
@@ -251,7 +254,8 @@ def baselines_section(protocol: Judged, everyone: Judged | None = None) -> str:
         f"{POWER:.0%} power; on the protocol's tasks, then on every eligible meta-test user.",
         "",
         "| benchmark | best meta-learner | tasks | "
-        + "".join(f"− {b} | " for b in BASELINE_ROWS).rstrip(),
+        + " | ".join(f"− {b}" for b in BASELINE_ROWS)
+        + " |",
         "|---|---|---|" + "---|" * len(BASELINE_ROWS),
     ]
     for b in protocol.comparisons:
@@ -262,16 +266,12 @@ def baselines_section(protocol: Judged, everyone: Judged | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-BASELINE_ROWS = ("bias", "pretrain")  # the baselines of baselines_section
-
-
 def _baselines_row(judged: Judged, benchmark: str, note: str) -> str | None:
     comparison, by_learner = judged.comparisons[benchmark], judged.results[benchmark]
     meta = [lr for lr in META_LEARNERS if lr in comparison.learners]
     if not meta:
         return None
-    pick = max if _higher(by_learner) else min
-    best = pick(meta, key=lambda lr: by_learner[lr]["mean"])
+    best = _pick(by_learner)(meta, key=lambda lr: by_learner[lr]["mean"])
     cells = []
     for baseline in BASELINE_ROWS:
         c = comparison.learners[best].vs_baselines.get(baseline)
@@ -284,8 +284,9 @@ def _precise(c: Comparison, percent: bool) -> str:
     """``-0.0048 ± 0.0036 (p=0.001; detects 0.0041)``: one more digit than the tables, for the
     small differences between a meta-learner and a baseline."""
     scale, digits = (100, 2) if percent else (1, 4)
-    diff, ci, det = (f"{scale * v:.{digits}f}" for v in (c.difference, c.ci, c.detectable))
-    return f"{'+' if c.difference >= 0 else ''}{diff} ± {ci} ({_p_value(c.p)}; detects {det})"
+    diff = f"{scale * c.difference:+.{digits}f}"
+    ci, det = (f"{scale * v:.{digits}f}" for v in (c.ci, c.detectable))
+    return f"{diff} ± {ci} ({_p_value(c.p)}; detects {det})"
 
 
 def all_users_section(everyone: Judged) -> str:

@@ -4,6 +4,7 @@ L_s(u) = 1/2 (u - c)^T A (u - c), L_q(u) = 1/2 (u - d)^T B (u - d), and the inne
 u_{j+1} = u_j - alpha * A (u_j - c) with a step size per entry: u_{j+1} - c = M (u_j - c),
 M = I - diag(alpha) A. Then g_theta = (M^K)^T B (u_K - d), and since d u_{j+1} / d alpha =
 -diag(A (u_j - c)) at fixed u_j, g_alpha = - sum_j (A (u_j - c)) * ((M^{K-1-j})^T B (u_K - d)).
+With ``step_sizes=positive`` the learned entries are log alpha, their gradient alpha * g_alpha.
 """
 
 import pytest
@@ -46,6 +47,32 @@ def test_metasgd_matches_closed_form_in_theta_and_alpha(n, steps):
     assert rel_err(got, want) <= TOL
 
 
+@pytest.mark.parametrize(("n", "steps"), [(10, 1), (8, 10)])
+def test_positive_step_sizes_take_the_gradient_in_log_alpha(n, steps):
+    params, support, query, want = closed_form(n, steps, seed=steps)
+    alpha = params[PREFIX + "w"]
+    params[PREFIX + "w"] = torch.log(alpha)
+    want[PREFIX + "w"] = alpha * want[PREFIX + "w"]
+    learner = make("metasgd", steps=steps, inner_lr=0.05, step_sizes="positive")
+    assert rel_err(learner.meta_grad(quadratic_loss, params, support, query), want) <= TOL
+
+
+def test_positive_step_sizes_adapt_with_alpha_and_start_at_log_inner_lr():
+    params, support, _, _ = closed_form(6, 3, seed=1)
+    signed = make("metasgd", steps=3, inner_lr=0.05)
+    positive = make("metasgd", steps=3, inner_lr=0.05, step_sizes="positive")
+    logged = {**params, PREFIX + "w": torch.log(params[PREFIX + "w"])}
+    got = positive.adapt(quadratic_loss, logged, support)
+    assert rel_err(got, signed.adapt(quadratic_loss, params, support)) <= 1e-14
+    start = positive.meta_params({"w": params["w"]})[PREFIX + "w"]
+    assert torch.allclose(torch.exp(start), torch.full_like(start, 0.05), rtol=1e-15, atol=0)
+
+
+def test_an_unknown_step_size_kind_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="step_sizes='log' is invalid.*'signed' or 'positive'"):
+        make("metasgd", steps=1, inner_lr=0.1, step_sizes="log")
+
+
 def test_equal_step_sizes_give_mamls_meta_gradient_on_theta():
     params, support, query, _ = closed_form(10, 4, seed=0)
     params[PREFIX + "w"] = torch.full_like(params["w"], 0.07)
@@ -66,10 +93,11 @@ def test_meta_params_add_a_step_size_per_adapted_entry_at_inner_lr():
     assert torch.equal(found[PREFIX + "head.weight"], torch.full((1, 3), 0.3))
 
 
+@pytest.mark.parametrize("step_sizes", ["signed", "positive"])
 @pytest.mark.parametrize("model_name", ["mlp", "factors", "conv4"])
-def test_the_head_split_gives_the_whole_networks_numbers(model_name):
+def test_the_head_split_gives_the_whole_networks_numbers(model_name, step_sizes):
     split_loss, whole_loss, params, support, query = _problem(model_name)
-    learner = make("metasgd", steps=3, inner_lr=0.1, adapt_keys=["head"])
+    learner = make("metasgd", steps=3, inner_lr=0.1, adapt_keys=["head"], step_sizes=step_sizes)
     gen = torch.Generator().manual_seed(3)
     params = {
         k: v + 0.05 * torch.rand(v.shape, generator=gen, dtype=DT) if k.startswith(PREFIX) else v

@@ -345,21 +345,38 @@ def test_best_learner_per_benchmark_against_the_papers():
     cfg = load_config([])
     cf = results_for(published.CF, MEANS)
     classification = results_for(["omniglot-way5shot1"], {**MEANS, "scratch": 0.97}, higher=True)
-    best = best_against_published({**cf, **classification}, cfg)
+    classification["omniglot-way5shot1"]["scratch"]["architecture"] = "conv4"
+    synthetic = results_for(["alpine-shot50"], MEANS)
+    best = best_against_published({**synthetic, **cf, **classification}, cfg)
+    assert list(best)[:2] == ["jester-shot10", "jester-shot20"]  # the families' order
     jester = best["jester-shot10"]  # lowest nRMSE: adjoint 0.09; Table 1: A-MAML 0.074
     assert (jester["learner"], jester["best_published_row"]) == ("adjoint", "A-MAML")
     assert jester["same_learner_published"] == 0.074
     assert jester["gap_to_best"] == 0.09 - 0.074
+    assert jester["budget"] == "10,000 it × 16 tasks, 3 seeds"  # params.yaml's protocol
     omniglot = best["omniglot-way5shot1"]  # highest accuracy: scratch 97 % (no paper row)
     assert omniglot["learner"] == "scratch" and omniglot["same_learner_published"] is None
     assert omniglot["best_published_row"] == "iMAML, Hessian-Free"
     assert round(omniglot["gap_to_best"], 6) == round(97.0 - 99.50, 6)
+    assert omniglot["budget"] == "no meta-training"
+    alpine = best["alpine-shot50"]  # no published numbers: ours alone
+    assert alpine["learner"] == "adjoint" and alpine["best_published"] is None
     text = best_table(best)
-    assert "| jester-shot10 | adjoint | 0.090 ± 0.010 | 0.074 | +0.016 | 0.074 (A-MAML) |" in text
-    row = "| omniglot-way5shot1 | scratch | 97.0 ± 1.0 | – | – | 99.5 (iMAML, Hessian-Free) |"
-    row += " -2.5 |"
-    assert row in text
-    assert "alpine-shot50" not in best  # no published numbers
+    row = "| jester-shot10 | adjoint | 0.090 ± 0.010 | 10,000 it × 16 tasks, 3 seeds | 0.074 |"
+    assert row + " +0.016 | 0.074 (A-MAML) |" in text
+    row = "| omniglot-way5shot1 | scratch | 97.0 ± 1.0 | no meta-training | – | – |"
+    assert row + " 99.5 (iMAML, Hessian-Free) | -2.5 |" in text
+    row = "| alpine-shot50 | adjoint | 0.090 ± 0.010 | 10,000 it × 16 tasks, 3 seeds |"
+    assert row + " – | – | – | – |" in text
+
+
+def test_the_budget_names_iterations_tasks_seeds_and_the_conv4_width():
+    from metalearn.report.protocol import budget_words
+
+    cfg = load_config(["++pipeline.benchmarks.omniglot-way5shot1.train.seeds=3"])
+    words = budget_words(cfg, "omniglot-way5shot1", "maml", "conv4")
+    assert words == "40,000 it × 32 tasks, 3 seeds, 64 filters"  # the MAML paper's budget
+    assert budget_words(cfg, "movielens100k-shot10", "bias") == "closed form"
 
 
 def test_cells_carry_the_spread_of_the_training_seeds():

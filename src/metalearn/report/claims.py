@@ -21,6 +21,7 @@ from metalearn.paired import (
     verdict_counts,
 )
 from metalearn.report.families import FAMILIES, PAPER_ROWS, Family
+from metalearn.report.protocol import budget_words
 from metalearn.report.results import (
     BASELINE,
     Results,
@@ -147,33 +148,45 @@ def sanity_checks(results: Results) -> dict[str, Any]:
 
 
 def best_against_published(results: Results, cfg: Config) -> dict[str, dict[str, Any]]:
-    """Per benchmark with published numbers: our best learner, the published number of the
-    same learner (its best row) and the best published number, with the gaps (ours minus
-    published, in the table's unit: % points for accuracy, nRMSE otherwise; positive is worse
-    for nRMSE, better for accuracy)."""
+    """Per benchmark, in the families' order: our best learner and the meta-training it got
+    (:func:`budget_words`), and where a paper has numbers, the published number of the same
+    learner (its best row) and the best published number, with the gaps (ours minus published,
+    in the table's unit: % points for accuracy, nRMSE otherwise; positive is worse for nRMSE,
+    better for accuracy). A benchmark without published numbers has None for those."""
     out: dict[str, dict[str, Any]] = {}
     for family in FAMILIES:
         scale = 100 if family.percent else 1
         tables = family.published(cfg)
         for b in family.columns:
-            cells = {n: row[b][0] for t in tables for n, row in t.rows.items() if b in row}
-            if b not in results or not cells:
+            if b not in results:
                 continue
+            cells = {n: row[b][0] for t in tables for n, row in t.rows.items() if b in row}
             by_learner = results[b]
             pick = _pick(by_learner)
             learner = best_learner(by_learner)
             ours = scale * by_learner[learner]["mean"]
-            paper_row = pick(cells, key=cells.__getitem__)
-            same = [v for n, v in cells.items() if PAPER_ROWS[n] == learner]
-            same_best = pick(same) if same else None
-            out[b] = {
+            architecture = by_learner[learner].get("architecture", "mlp")
+            row = {
                 "learner": learner,
                 "ours": ours,
                 "ci": scale * by_learner[learner]["ci"],
-                "same_learner_published": same_best,
-                "gap_to_same_learner": None if same_best is None else ours - same_best,
-                "best_published": cells[paper_row],
-                "best_published_row": paper_row,
-                "gap_to_best": ours - cells[paper_row],
+                "budget": budget_words(cfg, b, learner, architecture),
+                "same_learner_published": None,
+                "gap_to_same_learner": None,
+                "best_published": None,
+                "best_published_row": None,
+                "gap_to_best": None,
             }
+            if cells:
+                paper_row = pick(cells, key=cells.__getitem__)
+                same = [v for n, v in cells.items() if PAPER_ROWS[n] == learner]
+                same_best = pick(same) if same else None
+                row |= {
+                    "same_learner_published": same_best,
+                    "gap_to_same_learner": None if same_best is None else ours - same_best,
+                    "best_published": cells[paper_row],
+                    "best_published_row": paper_row,
+                    "gap_to_best": ours - cells[paper_row],
+                }
+            out[b] = row
     return out

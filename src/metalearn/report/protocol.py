@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from metalearn import published
-from metalearn.algorithms import META_LEARNERS
+from metalearn.algorithms import META_LEARNERS, REGISTRY, Fitted
 from metalearn.config import (
     Config,
     benchmark_config,
@@ -65,6 +65,23 @@ def _iterations_words(cfg: Config, learners: Sequence[str]) -> str:
         if n != BASELINE and iterations(cfg, n) != shared  # scratch trains for 0 anyway
     ]
     return f"{shared} ({', '.join(own)})" if own else str(shared)
+
+
+def budget_words(cfg: Config, benchmark: str, learner: str, architecture: str = "mlp") -> str:
+    """What meta-training ``learner`` got on ``benchmark``: ``300 it × 32 tasks, 3 seeds``, and
+    the Conv4's width; a fitted baseline's ``closed form``."""
+    kind = REGISTRY[learner]
+    if issubclass(kind, Fitted):
+        return "closed form"
+    if not kind.meta_trained:
+        return "no meta-training"
+    bcfg = benchmark_config(cfg, benchmark)
+    seeds = bcfg.train.seeds
+    words = f"{iterations(bcfg, learner):,} it × {bcfg.train.meta_batch} tasks"
+    words += f", {seeds} seed{'s' if seeds > 1 else ''}"
+    if architecture == "conv4":
+        words += f", {bcfg.model.filters} filters"
+    return words
 
 
 def _data_words(counts: dict[str, Any] | None) -> str:

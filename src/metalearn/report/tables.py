@@ -161,17 +161,21 @@ def best_table(best: dict[str, dict[str, Any]]) -> str:
         "### Best learner per benchmark against the papers",
         "",
         "Gaps are ours minus published, in the table's unit (accuracy in % points: negative is "
-        "worse; nRMSE: positive is worse).",
+        "worse; nRMSE: positive is worse); –: no published number. Budget: the best learner's "
+        "meta-training here, in iterations × tasks a meta-batch (the papers' protocols: "
+        "[Protocol as run](#protocol-as-run)).",
         "",
-        "| benchmark | best here | ours | same learner, published | gap | best published "
-        "(row) | gap |",
-        "|---|---|---|---|---|---|---|",
+        "| benchmark | best here | ours | budget | same learner, published | gap "
+        "| best published (row) | gap |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for b, r in best.items():
+        row = r["best_published_row"]
+        paper = "–" if row is None else f"{num(r['best_published'])} ({row})"
         lines.append(
-            f"| {b} | {r['learner']} | {num(r['ours'])} ± {num(r['ci'])} | "
+            f"| {b} | {r['learner']} | {num(r['ours'])} ± {num(r['ci'])} | {r['budget']} | "
             f"{num(r['same_learner_published'])} | {gap(r['gap_to_same_learner'])} | "
-            f"{num(r['best_published'])} ({r['best_published_row']}) | {gap(r['gap_to_best'])} |"
+            f"{paper} | {gap(r['gap_to_best'])} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -133,6 +133,21 @@ def test_the_images_recipe_gives_every_learner_the_same_budget_on_5_way_omniglot
     assert budgets == {500}
 
 
+@pytest.mark.parametrize("part", ["study-cpu", "images-cpu"])
+def test_the_all_families_study_holds_the_cf_synthetic_and_image_studies_cells(part):
+    """study-cpu-all's cells are study-cpu's and images-cpu's, with their specs: after both ran,
+    it takes every cell from the run cache."""
+    from metalearn.spec import all_specs
+
+    whole = load_config(RECIPES["study-cpu-all"].overrides)
+    assert "omniglot-way5shot1" in whole.pipeline.benchmarks
+    assert "movielens1m-shot20" in whole.pipeline.benchmarks
+    assert not any(b.startswith("miniimagenet") for b in whole.pipeline.benchmarks)
+    specs, wanted = all_specs(whole), all_specs(load_config(RECIPES[part].overrides))
+    trained = [path for path in wanted if "/train/" in str(path) or "/evaluate/" in str(path)]
+    assert len(trained) > 10 and all(specs.get(path) == wanted[path] for path in trained)
+
+
 def test_the_cf_study_runs_exactly_the_cf_cells_of_the_whole_study():
     """study-cpu-cf's cells have study-cpu's specs: the whole study takes them from the run
     cache."""

@@ -187,6 +187,16 @@ def test_protocol_differences_name_each_change_and_the_data():
     assert protocol_differences(load_config(), results_for(["omniglot-way5shot1"], MEANS)) == []
 
 
+def test_a_table_2_run_is_compared_with_table_2s_protocol():
+    """Under Table 2's K (100, MAML 10) the CF run is set beside Table 2: its K is no
+    difference; Table 1's K with MAML at 10 is one, against Table 1's 5."""
+    results = results_for(["movielens100k-shot10"], MEANS)
+    table_2 = ["algo.steps=100", "algo.maml.steps=10", "algo.mamlpp.steps=10"]
+    assert protocol_differences(load_config(table_2), results) == []
+    (line,) = protocol_differences(load_config(["algo.maml.steps=10"]), results)
+    assert line == "movielens100k-shot10: MAML K 10 (paper 5); MAML K at meta-test 10 (paper 5)"
+
+
 # The study's learners before Meta-SGD: the hand-made numbers below are indexed by them.
 SEVEN = ["pipeline.learners=[maml,fomaml,reptile,imaml,adjoint,pretrain,scratch]"]
 
@@ -330,12 +340,15 @@ def test_recheck_recomputes_every_paired_number_and_names_an_edited_one(tmp_path
 
 def test_changes_from_the_default_protocol_name_key_value_and_benchmarks():
     entry = "++pipeline.benchmarks.omniglot-way5shot1"
-    cfg = load_config(["train.meta_lr=0.01", f"{entry}.model.filters=32"])
+    cfg = load_config(
+        ["train.meta_lr=0.01", f"{entry}.model.filters=32", "algo.adjoint.trajectory=store"]
+    )
     results = results_for(["omniglot-way5shot1", "cosmixture-shot50"], MEANS)
     lines = changes_from_default(cfg, load_config(), results)
     assert "`train.meta_lr` = 0.01 (default 0.001): every benchmark" in lines
     assert "`model.filters` = 32 (default 64): omniglot-way5shot1" in lines
-    assert len(lines) == 2
+    assert "`algo.adjoint.trajectory` = store (default checkpoint): every benchmark" in lines
+    assert len(lines) == 3
     assert changes_from_default(load_config(), load_config(), results) == []
 
 

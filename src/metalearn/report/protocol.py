@@ -18,6 +18,7 @@ from metalearn.config import (
     parse_benchmark,
 )
 from metalearn.config.learners import eval_steps, iterations, learner_options
+from metalearn.report.families import FAMILIES
 from metalearn.report.results import BASELINE, Results
 
 
@@ -96,12 +97,18 @@ def _data_words(counts: dict[str, Any] | None) -> str:
 
 
 def protocol_differences(cfg: Config, results: Results) -> list[str]:
-    """Every way the run differs from the papers' protocols (:mod:`metalearn.published`)."""
+    """Every way the run differs from the papers' protocols (:mod:`metalearn.published`): for
+    a benchmark whose published table has a K of its own (the CF Table 2), that table's."""
     notes = []
     for benchmark in results:
         paper = published.paper_protocol(benchmark)
         if paper is None:
             continue
+        if steps := _table_steps(cfg, benchmark):
+            k = steps["maml"]
+            paper = dataclasses.replace(
+                paper, maml_steps=k, maml_eval_steps=k, other_steps=steps["*"]
+            )
         bcfg = benchmark_config(cfg, benchmark)
         maml, imaml = learner_options(bcfg, "maml"), learner_options(bcfg, "imaml")
         checks = [
@@ -128,6 +135,14 @@ def protocol_differences(cfg: Config, results: Results) -> list[str]:
     return notes
 
 
+def _table_steps(cfg: Config, benchmark: str) -> dict[str, int]:
+    """The K of the published table the report sets ``benchmark`` beside (empty: none)."""
+    for family in FAMILIES:
+        if benchmark in family.columns:
+            return next((t.steps for t in family.published(cfg) if t.steps), {})
+    return {}
+
+
 def _protocol_leaves(cfg: Config, benchmark: str) -> dict[str, Any]:
     """The keys a benchmark's stages read, flattened: algo, model, train, eval, the dataset's
     shared keys and its own setting."""
@@ -136,6 +151,7 @@ def _protocol_leaves(cfg: Config, benchmark: str) -> dict[str, Any]:
     data = dataclasses.asdict(getattr(bcfg.data, dataset))
     data["settings"] = {setting: data["settings"][setting]}
     tree = {s: dataclasses.asdict(getattr(bcfg, s)) for s in ("algo", "model", "train", "eval")}
+    tree["algo"] |= tree["algo"].pop("learners")  # algo.<learner>, as params.yaml writes it
     leaves = flatten({**tree, "data": {dataset: data}})
     return {k: list(v) if isinstance(v, tuple) else v for k, v in leaves.items()}  # as in YAML
 

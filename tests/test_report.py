@@ -1,6 +1,7 @@
 """The report's tables, checks and protocol notes, on hand-made evaluation results."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -336,6 +337,21 @@ def test_recheck_recomputes_every_paired_number_and_names_an_edited_one(tmp_path
     pl.read_parquet(per_task).head(10).write_parquet(per_task)
     with pytest.raises(DataError, match="maml.parquet has been changed since evaluate@jester"):
         recheck(cfg, tmp_path)
+
+
+def test_a_committed_study_rechecks_from_its_own_params_and_results(capsys, tmp_path):
+    """Each study under results/studies that holds params.yaml and results/ (a workspace's, as
+    it ran) recomputes to the committed numbers; one that lacks its params says which file."""
+    from metalearn.report.__main__ import main
+
+    committed = Path(__file__).resolve().parents[1] / "results/studies"
+    studies = [p.parent for p in committed.glob("*/params.yaml")]
+    assert studies  # the Table 2 study at least
+    for study in studies:
+        assert main(["check", "--root", str(study)]) == 0
+        assert "all agree" in capsys.readouterr().out
+    assert main(["check", "--root", str(tmp_path)]) == 1
+    assert f"parameter file not found: {tmp_path}/params.yaml" in capsys.readouterr().err
 
 
 def test_changes_from_the_default_protocol_name_key_value_and_benchmarks():

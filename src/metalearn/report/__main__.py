@@ -3,6 +3,8 @@
 python -m metalearn.report readme   # copy results/summary.md's headline into README.md
 python -m metalearn.report check    # recompute summary.json's paired numbers from the
                                     # committed per-task scores (no cache, no training)
+python -m metalearn.report check --root results/studies/<study>   # a committed study's: its
+                                    # params.yaml and results/, as its workspace had them
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from metalearn.config import load_config
 from metalearn.errors import StageError
@@ -23,9 +26,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("command", choices=["readme", "check"])
-    command = parser.parse_args(argv).command
+    parser.add_argument(
+        "--root", type=Path, default=None,
+        help="check: a workspace or a committed study holding params.yaml and results/ "
+        "(default: this checkout)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
     try:
-        print(update_readme() if command == "readme" else recheck(load_config()))
+        if args.command == "readme":
+            print(update_readme())
+        elif args.root is None:
+            print(recheck(load_config()))
+        else:
+            print(recheck(load_config(params_path=args.root / "params.yaml"), args.root))
     except (StageError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -354,6 +354,35 @@ def test_a_committed_study_rechecks_from_its_own_params_and_results(capsys, tmp_
     assert f"parameter file not found: {tmp_path}/params.yaml" in capsys.readouterr().err
 
 
+def test_keep_copies_what_check_reads_and_nothing_when_a_file_is_missing(capsys, tmp_path):
+    """``report keep`` from a workspace (here a committed study, which is one) writes a folder
+    that checks; a workspace missing a curve, or a folder that exists, gets an error and no
+    files."""
+    import shutil
+
+    from metalearn.report.__main__ import main
+
+    study = Path(__file__).resolve().parents[1] / "results/studies/table2-2026-12-07"
+    kept = tmp_path / "kept"
+    assert main(["keep", str(kept), "--root", str(study)]) == 0
+    assert "249 files" in capsys.readouterr().out
+    files = {p.relative_to(kept) for p in kept.rglob("*") if p.is_file()}
+    assert files == {p.relative_to(study) for p in study.rglob("*") if p.is_file()} - {
+        Path("README.md")
+    }
+    assert main(["check", "--root", str(kept)]) == 0 and "all agree" in capsys.readouterr().out
+    assert main(["keep", str(kept), "--root", str(study)]) == 1
+    assert "exists; keep a study under a new name" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(study, broken)
+    (broken / "results/curves/maml-jester-shot10.csv").unlink()
+    assert main(["keep", str(tmp_path / "again"), "--root", str(broken)]) == 1
+    assert "lacks 1 file(s) of its report, first results/curves/maml-jester-shot10.csv" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "again").exists()
+
+
 def test_changes_from_the_default_protocol_name_key_value_and_benchmarks():
     entry = "++pipeline.benchmarks.omniglot-way5shot1"
     cfg = load_config(

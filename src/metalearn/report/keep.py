@@ -1,0 +1,60 @@
+"""A study kept in the repository: the files of a workspace that ``report check`` recomputes
+the report from, copied into a folder of their own (``results/studies/<name>``) at the same
+paths, with the workspace's ``params.yaml``: ``check --root <folder>`` then rechecks it in any
+clone, whatever the checkout's own params and results hold by then."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from metalearn import paths
+from metalearn.config import Config, learners_of
+from metalearn.errors import DataError
+from metalearn.io import Outputs
+
+PARAMS = Path("params.yaml")
+
+
+def study_files(cfg: Config) -> list[Path]:
+    """What the report of ``cfg``'s pipeline is computed and checked from, relative to the
+    workspace: params, the report, each benchmark's metrics and per-task scores, each train
+    stage's metrics and curve."""
+    files = [PARAMS, paths.SUMMARY_MD, paths.SUMMARY_JSON]
+    for benchmark in cfg.pipeline.benchmarks:
+        files.append(paths.eval_metrics(benchmark))
+        for learner in learners_of(cfg, benchmark):
+            files += [
+                paths.eval_per_task(learner, benchmark),
+                paths.eval_per_task_all_users(learner, benchmark),
+                paths.train_metrics(learner, benchmark),
+                paths.train_curve(learner, benchmark),
+            ]
+    return files
+
+
+def keep(cfg: Config, root: Path, dest: Path) -> int:
+    """Copy :func:`study_files` from the workspace ``root`` into the new folder ``dest``
+    (all or nothing); the number of files. A per-task file the run did not write (a benchmark
+    without every-user scores) is skipped; any other missing file is a :class:`DataError`."""
+    if dest.exists():
+        raise DataError(f"{dest} exists; keep a study under a new name, or remove it first")
+    every_user = {
+        paths.eval_per_task_all_users(learner, benchmark)
+        for benchmark in cfg.pipeline.benchmarks
+        for learner in learners_of(cfg, benchmark)
+    }
+    files = [f for f in study_files(cfg) if f not in every_user or (root / f).is_file()]
+    if missing := [str(f) for f in files if not (root / f).is_file()]:
+        raise DataError(
+            f"{root} lacks {len(missing)} file(s) of its report, first {missing[0]}; "
+            "run the pipeline to its report there first (dvc repro report)"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with Outputs() as out:
+        folder = out.folder(dest)
+        for name in files:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, folder / name)
+        out.commit()
+    return len(files)

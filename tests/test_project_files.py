@@ -155,8 +155,10 @@ def test_the_pipelines_learners_are_the_algorithms():
 def test_readme_results_are_the_reports():
     """README's Results block is the report's headline (the best learner per benchmark against
     the papers), generated: `python -m metalearn.report readme`."""
-    from metalearn.report import readme_with_results
+    from metalearn.report.readme import readme_with_results, results_source
 
     readme = (ROOT / "README.md").read_text()
-    summary = (ROOT / paths.SUMMARY_MD).read_text()
-    assert readme_with_results(readme, summary) == readme, "run: python -m metalearn.report readme"
+    source = results_source(readme)
+    summary = (ROOT / (source or Path()) / paths.SUMMARY_MD).read_text()
+    fix = f"run: python -m metalearn.report readme{f' --root {source}' if source else ''}"
+    assert readme_with_results(readme, summary, source) == readme, fix

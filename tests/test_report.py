@@ -383,6 +383,26 @@ def test_keep_copies_what_check_reads_and_nothing_when_a_file_is_missing(capsys,
     assert not (tmp_path / "again").exists()
 
 
+def test_readme_takes_a_kept_studys_headline_and_names_it(capsys, monkeypatch, tmp_path):
+    from metalearn.report.__main__ import main
+    from metalearn.report.readme import results_source
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "README.md").write_text((root / "README.md").read_text())
+    study = Path("results/studies/table2-2026-12-07")
+    (tmp_path / study).parent.mkdir(parents=True)
+    (tmp_path / study).symlink_to(root / study)
+    monkeypatch.chdir(tmp_path)
+    assert main(["readme", "--root", str(study)]) == 0
+    assert f"updated from {study}/results/summary.md" in capsys.readouterr().out
+    readme = Path("README.md").read_text()
+    assert results_source(readme) == study
+    assert f"<!-- results:begin from={study} -->" in readme
+    assert "| movielens1m-shot20 | maml | 0.220 ± 0.011 |" in readme  # Table 2's MAML
+    assert main(["readme"]) == 1  # no report of its own here: one line, no traceback
+    assert "results/summary.md" in capsys.readouterr().err
+
+
 def test_changes_from_the_default_protocol_name_key_value_and_benchmarks():
     entry = "++pipeline.benchmarks.omniglot-way5shot1"
     cfg = load_config(

@@ -1,6 +1,7 @@
 """The report's two commands on a checkout:
 
-python -m metalearn.report readme   # copy results/summary.md's headline into README.md
+python -m metalearn.report readme [--root results/studies/<study>]   # copy the report's
+                                    # headline (results/summary.md) into README.md
 python -m metalearn.report check    # recompute summary.json's paired numbers from the
                                     # committed per-task scores (no cache, no training)
 python -m metalearn.report check --root results/studies/<study>   # a committed study's: its
@@ -32,8 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dest", nargs="?", type=Path, help="keep: the new study folder")
     parser.add_argument(
         "--root", type=Path, default=None,
-        help="check: a workspace or a committed study holding params.yaml and results/; "
-        "keep: the workspace to copy from (default: this checkout)",
+        help="check, readme: a workspace or a committed study holding params.yaml and "
+        "results/; keep: the workspace to copy from (default: this checkout)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if (args.command == "keep") != (args.dest is not None):
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path() if args.root is None else args.root
     try:
         if args.command == "readme":
-            print(update_readme())
+            print(update_readme(source=args.root))
         elif args.command == "keep":
             count = keep(load_config(params_path=root / PARAMS), root, args.dest)
             print(f"{args.dest}: {count} files of {root}'s report; check it: "

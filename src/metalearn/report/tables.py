@@ -162,8 +162,8 @@ def best_table(best: dict[str, dict[str, Any]]) -> str:
         "",
         "Gaps are ours minus published, in the table's unit (accuracy in % points: negative is "
         "worse; nRMSE: positive is worse); –: no published number. Budget: the best learner's "
-        "meta-training here, in iterations × tasks a meta-batch (the papers' protocols: "
-        "[Protocol as run](#protocol-as-run)).",
+        "meta-training here, in iterations × tasks a meta-batch (the whole protocol: the "
+        'report\'s "Protocol as run").',
         "",
         "| benchmark | best here | ours | budget | same learner, published | gap "
         "| best published (row) | gap |",

@@ -381,6 +381,13 @@ def test_keep_copies_what_check_reads_and_nothing_when_a_file_is_missing(capsys,
         capsys.readouterr().err
     )
     assert not (tmp_path / "again").exists()
+    plotted = tmp_path / "plotted"
+    shutil.copytree(study, plotted)
+    (plotted / "results/plots").mkdir()
+    (plotted / "results/plots/jester-shot10-curves.png").write_bytes(b"png")
+    assert main(["keep", str(tmp_path / "with-plot"), "--root", str(plotted)]) == 0
+    assert "250 files" in capsys.readouterr().out
+    assert (tmp_path / "with-plot/results/plots/jester-shot10-curves.png").read_bytes() == b"png"
 
 
 def test_readme_takes_a_kept_studys_headline_and_names_it(capsys, monkeypatch, tmp_path):

@@ -77,6 +77,18 @@ SUMMARY_JSON = Path("results/summary.json")
 METRICS_JSON = Path("results/metrics.json")  # the one DVC metrics file: numbers only
 SUMMARY_MD = Path("results/summary.md")
 PLOTS = Path("results/plots")
+
+
+def scores_plot(benchmark: str) -> Path:
+    """The report's bar chart of a benchmark's meta-test scores."""
+    return PLOTS / f"{benchmark}-test.png"
+
+
+def curves_plot(benchmark: str) -> Path:
+    """The report's meta-val curves of a benchmark."""
+    return PLOTS / f"{benchmark}-curves.png"
+
+
 TUNING = Path("results/tuning")  # the tune stage's sweeps
 
 

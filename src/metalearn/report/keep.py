@@ -1,7 +1,8 @@
 """A study kept in the repository: the files of a workspace that ``report check`` recomputes
-the report from, copied into a folder of their own (``results/studies/<name>``) at the same
-paths, with the workspace's ``params.yaml``: ``check --root <folder>`` then rechecks it in any
-clone, whatever the checkout's own params and results hold by then."""
+the report from, and the report's plots, copied into a folder of their own
+(``results/studies/<name>``) at the same paths, with the workspace's ``params.yaml``:
+``check --root <folder>`` then rechecks it in any clone, whatever the checkout's own params and
+results hold by then."""
 
 from __future__ import annotations
 
@@ -19,10 +20,14 @@ PARAMS = Path("params.yaml")
 def study_files(cfg: Config) -> list[Path]:
     """What the report of ``cfg``'s pipeline is computed and checked from, relative to the
     workspace: params, the report, each benchmark's metrics and per-task scores, each train
-    stage's metrics and curve."""
+    stage's metrics and curve; and the report's plots."""
     files = [PARAMS, paths.SUMMARY_MD, paths.SUMMARY_JSON]
     for benchmark in cfg.pipeline.benchmarks:
-        files.append(paths.eval_metrics(benchmark))
+        files += [
+            paths.eval_metrics(benchmark),
+            paths.scores_plot(benchmark),
+            paths.curves_plot(benchmark),
+        ]
         for learner in learners_of(cfg, benchmark):
             files += [
                 paths.eval_per_task(learner, benchmark),
@@ -35,16 +40,21 @@ def study_files(cfg: Config) -> list[Path]:
 
 def keep(cfg: Config, root: Path, dest: Path) -> int:
     """Copy :func:`study_files` from the workspace ``root`` into the new folder ``dest``
-    (all or nothing); the number of files. A per-task file the run did not write (a benchmark
-    without every-user scores) is skipped; any other missing file is a :class:`DataError`."""
+    (all or nothing); the number of files. What a run need not have written (a benchmark's
+    every-user scores, the plots of a study kept without them) is skipped; any other missing
+    file is a :class:`DataError`."""
     if dest.exists():
         raise DataError(f"{dest} exists; keep a study under a new name, or remove it first")
-    every_user = {
-        paths.eval_per_task_all_users(learner, benchmark)
+    optional = {
+        path
         for benchmark in cfg.pipeline.benchmarks
-        for learner in learners_of(cfg, benchmark)
+        for path in (
+            paths.scores_plot(benchmark),
+            paths.curves_plot(benchmark),
+            *(paths.eval_per_task_all_users(lr, benchmark) for lr in learners_of(cfg, benchmark)),
+        )
     }
-    files = [f for f in study_files(cfg) if f not in every_user or (root / f).is_file()]
+    files = [f for f in study_files(cfg) if f not in optional or (root / f).is_file()]
     if missing := [str(f) for f in files if not (root / f).is_file()]:
         raise DataError(
             f"{root} lacks {len(missing)} file(s) of its report, first {missing[0]}; "

@@ -138,8 +138,8 @@ def write_report(cfg: Config, root: Path = Path(), log_plots: bool = True) -> di
     with Outputs() as out:
         plots = out.folder(root / paths.PLOTS)
         for benchmark, by_learner in results.items():
-            bar_chart(benchmark, by_learner, plots / f"{benchmark}-test.png")
-            curves_chart(cfg, benchmark, plots / f"{benchmark}-curves.png", root)
+            bar_chart(benchmark, by_learner, plots / paths.scores_plot(benchmark).name)
+            curves_chart(cfg, benchmark, plots / paths.curves_plot(benchmark).name, root)
         default = default_config(root)
         text = markdown(cfg, results, checks, prov, default, best, protocol, everyone)
         out.file(root / paths.SUMMARY_MD).write_text(text)

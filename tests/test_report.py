@@ -357,7 +357,7 @@ def test_a_committed_study_rechecks_from_its_own_params_and_results(capsys, tmp_
 def test_keep_copies_what_check_reads_and_nothing_when_a_file_is_missing(capsys, tmp_path):
     """``report keep`` from a workspace (here a committed study, which is one) writes a folder
     that checks; a workspace missing a curve, or a folder that exists, gets an error and no
-    files."""
+    files; the report's plots come along when the workspace has them."""
     import shutil
 
     from metalearn.report.__main__ import main

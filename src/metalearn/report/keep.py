@@ -17,44 +17,36 @@ from metalearn.io import Outputs
 PARAMS = Path("params.yaml")
 
 
-def study_files(cfg: Config) -> list[Path]:
+def study_files(cfg: Config) -> dict[Path, bool]:
     """What the report of ``cfg``'s pipeline is computed and checked from, relative to the
-    workspace: params, the report, each benchmark's metrics and per-task scores, each train
-    stage's metrics and curve; and the report's plots."""
-    files = [PARAMS, paths.SUMMARY_MD, paths.SUMMARY_JSON]
+    workspace, and the report's plots, each mapped to whether every run writes it: params, the
+    report, each benchmark's metrics and per-task scores, each train stage's metrics and curve
+    do; a benchmark's every-user scores and the plots (absent from studies kept without them)
+    need not."""
+    files = {PARAMS: True, paths.SUMMARY_MD: True, paths.SUMMARY_JSON: True}
     for benchmark in cfg.pipeline.benchmarks:
-        files += [
-            paths.eval_metrics(benchmark),
-            paths.scores_plot(benchmark),
-            paths.curves_plot(benchmark),
-        ]
+        files |= {
+            paths.eval_metrics(benchmark): True,
+            paths.scores_plot(benchmark): False,
+            paths.curves_plot(benchmark): False,
+        }
         for learner in learners_of(cfg, benchmark):
-            files += [
-                paths.eval_per_task(learner, benchmark),
-                paths.eval_per_task_all_users(learner, benchmark),
-                paths.train_metrics(learner, benchmark),
-                paths.train_curve(learner, benchmark),
-            ]
+            files |= {
+                paths.eval_per_task(learner, benchmark): True,
+                paths.eval_per_task_all_users(learner, benchmark): False,
+                paths.train_metrics(learner, benchmark): True,
+                paths.train_curve(learner, benchmark): True,
+            }
     return files
 
 
 def keep(cfg: Config, root: Path, dest: Path) -> int:
     """Copy :func:`study_files` from the workspace ``root`` into the new folder ``dest``
-    (all or nothing); the number of files. What a run need not have written (a benchmark's
-    every-user scores, the plots of a study kept without them) is skipped; any other missing
-    file is a :class:`DataError`."""
+    (all or nothing); the number of files. A file a run need not write is skipped when absent;
+    any other missing file is a :class:`DataError`."""
     if dest.exists():
         raise DataError(f"{dest} exists; keep a study under a new name, or remove it first")
-    optional = {
-        path
-        for benchmark in cfg.pipeline.benchmarks
-        for path in (
-            paths.scores_plot(benchmark),
-            paths.curves_plot(benchmark),
-            *(paths.eval_per_task_all_users(lr, benchmark) for lr in learners_of(cfg, benchmark)),
-        )
-    }
-    files = [f for f in study_files(cfg) if f not in optional or (root / f).is_file()]
+    files = [f for f, always in study_files(cfg).items() if always or (root / f).is_file()]
     if missing := [str(f) for f in files if not (root / f).is_file()]:
         raise DataError(
             f"{root} lacks {len(missing)} file(s) of its report, first {missing[0]}; "
